@@ -1,0 +1,304 @@
+//! The C boundary: pointer checks, the panic boundary and the thread's last
+//! error live here, and nothing else does. Every function turns C arguments
+//! into Rust ones, calls the core, and turns the answer back.
+
+#![allow(non_camel_case_types)]
+
+use crate::handles;
+use crate::lock::{self, Options, Outcome};
+use crate::record::Record;
+use crate::status::{Error, Status};
+use std::cell::{Cell, RefCell};
+use std::ffi::{CStr, CString, OsStr};
+use std::os::raw::c_char;
+use std::os::unix::ffi::OsStrExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+/// A held lock. 0 is never a valid handle; handles are never reused.
+pub type hpclock_handle = u64;
+
+/// Options for hpclock_acquire. Initialise with hpclock_options_init().
+#[repr(C)]
+pub struct hpclock_options {
+    /// HPCLOCK_* flags, default 0.
+    pub flags: u32,
+    /// Permission bits for a newly created lock file, default 0644 (umask applies).
+    pub mode: u32,
+    /// 0: one try (default); > 0: wait up to this long; < 0: wait without limit.
+    pub timeout_ms: i64,
+    /// Optional text kept in the holder record (at most 127 bytes), or NULL.
+    pub label: *const c_char,
+}
+
+/// What hpclock_holder_info() and hpclock_handle_info() fill in.
+#[repr(C)]
+pub struct hpclock_holder {
+    /// HPCLOCK_STATE_*.
+    pub state: i32,
+    /// 1 running, 0 gone, -1 cannot tell from this node.
+    pub alive: i32,
+    /// 0 when unknown.
+    pub pid: i64,
+    pub uid: u32,
+    /// -1 when not launched as an MPI rank.
+    pub mpi_rank: i32,
+    /// Fencing token: acquisitions so far, this one included.
+    pub generation: u64,
+    /// 0 when unknown.
+    pub acquired_unix_ms: i64,
+    /// 0 while held or unknown.
+    pub released_unix_ms: i64,
+    /// NUL-terminated.
+    pub host: [c_char; 256],
+    /// Scheduler job id, e.g. "8812345" or "8812345_7"; "" when none.
+    pub job_id: [c_char; 64],
+    pub label: [c_char; 128],
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    static LAST_ERRNO: Cell<i32> = const { Cell::new(0) };
+}
+
+fn set_last_error(error: &Error) {
+    let text = CString::new(error.message.replace('\0', "\\0")).unwrap_or_default();
+    LAST_ERROR.with(|slot| *slot.borrow_mut() = text);
+    LAST_ERRNO.with(|slot| slot.set(error.errno));
+}
+
+fn clear_last_error() {
+    LAST_ERROR.with(|slot| *slot.borrow_mut() = CString::default());
+    LAST_ERRNO.with(|slot| slot.set(0));
+}
+
+/// What a function returns when a panic was caught in its body.
+trait OnPanic {
+    fn on_panic() -> Self;
+}
+
+impl OnPanic for i32 {
+    fn on_panic() -> i32 {
+        Status::Internal.code()
+    }
+}
+
+impl OnPanic for () {
+    fn on_panic() {}
+}
+
+impl OnPanic for *const c_char {
+    fn on_panic() -> *const c_char {
+        c"".as_ptr()
+    }
+}
+
+/// The one panic boundary: no unwinding into C, which would be undefined
+/// behaviour (and an abort since Rust 1.81), only an error code.
+fn boundary<T: OnPanic>(name: &str, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| {
+        let why = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        set_last_error(&Error {
+            status: Status::Internal,
+            errno: 0,
+            message: format!("internal error in {name}: {why} (a bug in hpclock; please report it)"),
+        });
+        T::on_panic()
+    })
+}
+
+/// A call that can fail: starts with no error, ends with a status code, and
+/// leaves the message of an error for hpclock_last_error().
+fn status_call(name: &str, body: impl FnOnce() -> Result<Status, Error>) -> i32 {
+    boundary(name, || {
+        clear_last_error();
+        match body() {
+            Ok(status) => status.code(),
+            Err(error) => {
+                set_last_error(&error);
+                error.status.code()
+            }
+        }
+    })
+}
+
+/// The pointer checks, in one place.
+unsafe fn path_arg<'a>(path: *const c_char) -> Result<&'a Path, Error> {
+    if path.is_null() {
+        return Err(Error::invalid("lock path is NULL"));
+    }
+    Ok(Path::new(OsStr::from_bytes(CStr::from_ptr(path).to_bytes())))
+}
+
+unsafe fn out_arg<'a, T>(out: *mut T, what: &str) -> Result<&'a mut T, Error> {
+    out.as_mut().ok_or_else(|| Error::invalid(format!("{what} is NULL")))
+}
+
+unsafe fn options_arg(opts: *const hpclock_options) -> Options {
+    let Some(opts) = opts.as_ref() else { return Options::default() };
+    let label = if opts.label.is_null() { Vec::new() } else { CStr::from_ptr(opts.label).to_bytes().to_vec() };
+    Options { flags: opts.flags, mode: opts.mode, timeout_ms: opts.timeout_ms, label }
+}
+
+fn unknown_handle(handle: hpclock_handle) -> Error {
+    Error::invalid(format!("handle {handle} is not a held lock (never acquired, or already released)"))
+}
+
+fn copy_c_string(dst: &mut [c_char], src: &[u8]) {
+    let n = src.len().min(dst.len() - 1);
+    for (d, &s) in dst.iter_mut().zip(&src[..n]) {
+        *d = s as c_char;
+    }
+    dst[n..].fill(0);
+}
+
+fn holder_from(record: &Record) -> hpclock_holder {
+    let mut out = hpclock_holder {
+        state: record.state as i32,
+        alive: record.alive,
+        pid: record.pid,
+        uid: record.uid,
+        mpi_rank: -1,
+        generation: record.generation,
+        acquired_unix_ms: record.acquired_unix_ms,
+        released_unix_ms: record.released_unix_ms,
+        host: [0; 256],
+        job_id: [0; 64],
+        label: [0; 128],
+    };
+    copy_c_string(&mut out.host, &record.host);
+    copy_c_string(&mut out.label, &record.label);
+    out
+}
+
+/// hpclock_acquire with default options: one try, no flags, mode 0644.
+#[no_mangle]
+pub unsafe extern "C" fn hpclock_try_acquire(path: *const c_char, out: *mut hpclock_handle) -> i32 {
+    hpclock_acquire(path, std::ptr::null(), out)
+}
+
+/// Fills *opts with the defaults: no flags, mode 0644, one try, no label.
+#[no_mangle]
+pub unsafe extern "C" fn hpclock_options_init(opts: *mut hpclock_options) {
+    boundary("hpclock_options_init", || {
+        if let Some(opts) = opts.as_mut() {
+            let defaults = Options::default();
+            *opts = hpclock_options {
+                flags: defaults.flags,
+                mode: defaults.mode,
+                timeout_ms: defaults.timeout_ms,
+                label: std::ptr::null(),
+            };
+        }
+    })
+}
+
+/// Takes the lock on path, creating the file if needed (never truncating it).
+/// HPCLOCK_OK: you hold it, *out is the handle: do the work, then release or
+/// complete. HPCLOCK_BUSY: someone else holds it (see hpclock_holder_info).
+/// HPCLOCK_DONE: the work was completed earlier. On every outcome but
+/// HPCLOCK_OK, *out is 0. opts may be NULL for the defaults.
+#[no_mangle]
+pub unsafe extern "C" fn hpclock_acquire(
+    path: *const c_char,
+    opts: *const hpclock_options,
+    out: *mut hpclock_handle,
+) -> i32 {
+    status_call("hpclock_acquire", || {
+        let out = out_arg(out, "handle out-pointer")?;
+        *out = 0;
+        let path = path_arg(path)?;
+        match lock::acquire(path, &options_arg(opts))? {
+            Outcome::Acquired(lock) => {
+                *out = handles::insert(lock);
+                Ok(Status::Ok)
+            }
+            Outcome::Busy => Ok(Status::Busy),
+            Outcome::Done(_) => Ok(Status::Done),
+        }
+    })
+}
+
+/// Marks the record released, unlocks and closes. In a forked child, only
+/// closes the child's descriptor: the parent keeps its lock and its record.
+/// A handle can be released once; after that it is HPCLOCK_E_INVALID.
+#[no_mangle]
+pub extern "C" fn hpclock_release(h: hpclock_handle) -> i32 {
+    status_call("hpclock_release", || {
+        handles::take(h).ok_or_else(|| unknown_handle(h))?.release().map(|()| Status::Ok)
+    })
+}
+
+/// Like hpclock_release, and records the work as done: later acquisitions
+/// answer HPCLOCK_DONE until one passes HPCLOCK_IGNORE_DONE.
+#[no_mangle]
+pub extern "C" fn hpclock_complete(h: hpclock_handle) -> i32 {
+    status_call("hpclock_complete", || {
+        handles::take(h).ok_or_else(|| unknown_handle(h))?.complete().map(|()| Status::Ok)
+    })
+}
+
+/// Who holds path, read without taking any lock. A lock file that does not
+/// exist is HPCLOCK_OK with state FREE and generation 0; a missing directory
+/// is HPCLOCK_E_OS (ENOENT).
+#[no_mangle]
+pub unsafe extern "C" fn hpclock_holder_info(path: *const c_char, out: *mut hpclock_holder) -> i32 {
+    status_call("hpclock_holder_info", || {
+        let out = out_arg(out, "holder out-pointer")?;
+        let record = lock::holder_info(path_arg(path)?)?;
+        *out = holder_from(&record);
+        Ok(Status::Ok)
+    })
+}
+
+/// For a held handle: mine is the record this acquisition wrote (its
+/// generation is the fencing token), previous the record found when it was
+/// acquired (STALE there: the previous holder died holding it). Either may
+/// be NULL.
+#[no_mangle]
+pub unsafe extern "C" fn hpclock_handle_info(
+    h: hpclock_handle,
+    mine: *mut hpclock_holder,
+    previous: *mut hpclock_holder,
+) -> i32 {
+    status_call("hpclock_handle_info", || {
+        let (my_record, previous_record) = handles::with(h, |lock| (holder_from(lock.mine()), holder_from(lock.previous())))
+            .ok_or_else(|| unknown_handle(h))?;
+        if let Some(mine) = mine.as_mut() {
+            *mine = my_record;
+        }
+        if let Some(previous) = previous.as_mut() {
+            *previous = previous_record;
+        }
+        Ok(Status::Ok)
+    })
+}
+
+/// This thread's last error message, "" if the last call that can fail did not
+/// fail. Never NULL; valid until this thread's next hpclock call.
+#[no_mangle]
+pub extern "C" fn hpclock_last_error() -> *const c_char {
+    boundary("hpclock_last_error", || LAST_ERROR.with(|slot| slot.borrow().as_ptr()))
+}
+
+/// The errno behind this thread's last HPCLOCK_E_OS (0 if none).
+#[no_mangle]
+pub extern "C" fn hpclock_last_errno() -> i32 {
+    boundary("hpclock_last_errno", || LAST_ERRNO.with(Cell::get))
+}
+
+/// "HPCLOCK_BUSY" for HPCLOCK_BUSY; "HPCLOCK_UNKNOWN_STATUS" for any other number.
+#[no_mangle]
+pub extern "C" fn hpclock_status_name(status: i32) -> *const c_char {
+    boundary("hpclock_status_name", || Status::c_name_of(status).as_ptr().cast())
+}
+
+/// "MAJOR.MINOR.PATCH".
+#[no_mangle]
+pub extern "C" fn hpclock_version() -> *const c_char {
+    boundary("hpclock_version", || concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast())
+}

@@ -1,0 +1,34 @@
+//! hpclock: an exactly-once guard over the kernel's file locks, for HPC codes.
+//!
+//! One module per concern: `lock` is the lock-file protocol, `record` the
+//! holder record kept in the lock file, `identity` who we are, `status` the
+//! outcomes and errors, `handles` the handle table, and `ffi` the thin C
+//! boundary over all of them. The C contract is ../shared/DESIGN.md.
+
+// cbindgen writes the header in this order: status codes, flags, states.
+pub mod status;
+pub mod lock;
+pub mod record;
+pub mod identity;
+mod handles;
+pub mod ffi;
+
+pub use lock::{acquire, holder_info, Lock, Options, Outcome};
+pub use record::{Record, State};
+pub use status::{Error, Status};
+
+#[cfg(test)]
+mod header_test {
+    /// The committed header must be what cbindgen makes of the source now:
+    /// C and Fortran users compile against the committed one.
+    #[test]
+    fn committed_header_matches_generated() {
+        let generated = include_str!(concat!(env!("OUT_DIR"), "/hpclock.h"));
+        let committed_path = concat!(env!("CARGO_MANIFEST_DIR"), "/include/hpclock.h");
+        let committed = std::fs::read_to_string(committed_path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "include/hpclock.h differs from what cbindgen generates from src/: run `make header` and commit it"
+        );
+    }
+}

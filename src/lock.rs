@@ -1,0 +1,481 @@
+//! The lock-file protocol of DESIGN §2: open → fstat → lock → re-check the
+//! inode → only then read the previous record and write ours.
+
+use crate::identity;
+use crate::record::{Parsed, Record, State, MAX_LABEL_BYTES, MAX_RECORD_BYTES};
+use crate::status::{quote_path, Error};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Only MPI rank 0 touches the file (rank read from the environment).
+pub const HPCLOCK_RANK0_ONLY: u32 = 1u32;
+/// Refuse unless the lock is known to exclude across nodes.
+pub const HPCLOCK_REQUIRE_CLUSTER: u32 = 2u32;
+/// Flush the holder record to stable storage on every change.
+pub const HPCLOCK_SYNC: u32 = 4u32;
+/// Acquire even if the record says the work is done (re-run).
+pub const HPCLOCK_IGNORE_DONE: u32 = 8u32;
+
+const KNOWN_FLAGS: u32 = HPCLOCK_RANK0_ONLY | HPCLOCK_REQUIRE_CLUSTER | HPCLOCK_SYNC | HPCLOCK_IGNORE_DONE;
+/// Flags whose machinery this version does not have yet: refused rather than
+/// silently ignored, since ignoring REQUIRE_CLUSTER would be a false promise.
+const NOT_YET_SUPPORTED: &[(u32, &str)] = &[
+    (HPCLOCK_RANK0_ONLY, "HPCLOCK_RANK0_ONLY"),
+    (HPCLOCK_REQUIRE_CLUSTER, "HPCLOCK_REQUIRE_CLUSTER"),
+];
+
+/// How often the path may turn out to name another inode after locking
+/// before we give up: each time means someone unlinked or replaced the file.
+const MAX_REOPENS: u32 = 64;
+/// Timed waits poll: start short for a fast hand-off, grow to keep a long
+/// wait cheap for the filesystem, never beyond this.
+const FIRST_POLL: Duration = Duration::from_millis(1);
+const MAX_POLL: Duration = Duration::from_millis(10);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    pub flags: u32,
+    pub mode: u32,
+    /// 0: one try; > 0: wait up to this long; < 0: wait without limit.
+    pub timeout_ms: i64,
+    pub label: Vec<u8>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { flags: 0, mode: 0o644, timeout_ms: 0, label: Vec::new() }
+    }
+}
+
+impl Options {
+    fn validate(&self) -> Result<(), Error> {
+        let unknown = self.flags & !KNOWN_FLAGS;
+        if unknown != 0 {
+            return Err(Error::invalid(format!("unknown flag bits 0x{unknown:x} in hpclock_options.flags")));
+        }
+        for &(flag, name) in NOT_YET_SUPPORTED {
+            if self.flags & flag != 0 {
+                return Err(Error::invalid(format!(
+                    "{name} is not supported by hpclock {} yet", env!("CARGO_PKG_VERSION"))));
+            }
+        }
+        if self.mode & !0o7777 != 0 {
+            return Err(Error::invalid(format!("mode 0{:o} has bits beyond 07777", self.mode)));
+        }
+        if self.label.len() > MAX_LABEL_BYTES {
+            return Err(Error::invalid(format!(
+                "label is {} bytes; at most {MAX_LABEL_BYTES} are kept", self.label.len())));
+        }
+        Ok(())
+    }
+}
+
+/// What an acquisition came to. Only `Acquired` means "do the work".
+#[derive(Debug)]
+pub enum Outcome {
+    Acquired(Lock),
+    Busy,
+    /// The record says the work was completed earlier; this is that record.
+    Done(Record),
+}
+
+/// A held lock: the open descriptor that carries the kernel lock, and the
+/// records of this acquisition and of the one before it.
+#[derive(Debug)]
+pub struct Lock {
+    fd: OwnedFd,
+    path: PathBuf,
+    owner_pid: i64,
+    /// Bytes in the file now: a shorter record is padded to this length so
+    /// that no tail of an older one is left behind.
+    file_len: usize,
+    sync: bool,
+    finished: bool,
+    mine: Record,
+    previous: Record,
+}
+
+pub fn acquire(path: &Path, opts: &Options) -> Result<Outcome, Error> {
+    opts.validate()?;
+    let cpath = c_path(path)?;
+    let deadline = (opts.timeout_ms > 0)
+        .then(|| Instant::now() + Duration::from_millis(opts.timeout_ms as u64));
+    for _ in 0..MAX_REOPENS {
+        let (fd, dev, ino) = open_lock_file(path, &cpath, opts.mode)?;
+        if !lock_exclusive(&fd, path, opts.timeout_ms, deadline)? {
+            return Ok(Outcome::Busy);
+        }
+        if !still_names(path, &cpath, dev, ino)? {
+            continue; // replaced or unlinked between our open and our lock
+        }
+        return take_over(fd, path, opts);
+    }
+    Err(Error {
+        status: crate::status::Status::Os,
+        errno: libc::ESTALE,
+        message: format!(
+            "lock file {} was replaced or unlinked {MAX_REOPENS} times while we locked it; \
+             something keeps deleting it (hpclock never does)", quote_path(path)),
+    })
+}
+
+/// We hold the kernel lock on the inode the path names: read what the last
+/// holder left, and write our record.
+fn take_over(fd: OwnedFd, path: &Path, opts: &Options) -> Result<Outcome, Error> {
+    let old_bytes = read_record_bytes(&fd, path)?;
+    let mut previous = match Record::parse(&old_bytes) {
+        Parsed::Record(record) => record,
+        Parsed::Empty | Parsed::Unreadable(_) => Record::default(),
+    };
+    if previous.state == State::Held {
+        // The record says held, yet the kernel gave us the lock: its holder
+        // died (or lost its node) without releasing.
+        previous.state = State::Stale;
+        previous.alive = 0;
+    }
+    if previous.state == State::Done && opts.flags & HPCLOCK_IGNORE_DONE == 0 {
+        return Ok(Outcome::Done(previous)); // dropping fd unlocks: nothing written
+    }
+    let mine = Record {
+        state: State::Held,
+        alive: 1,
+        pid: identity::pid(),
+        uid: identity::uid(),
+        generation: previous.generation.saturating_add(1),
+        acquired_unix_ms: identity::now_unix_ms(),
+        released_unix_ms: 0,
+        host: identity::host().as_bytes().to_vec(),
+        label: opts.label.clone(),
+    };
+    let sync = opts.flags & HPCLOCK_SYNC != 0;
+    let file_len = write_record(&fd, path, &mine, old_bytes.len(), &old_bytes, sync)
+        .map_err(|mut e| {
+            e.message.push_str("; the lock was not taken");
+            e
+        })?;
+    Ok(Outcome::Acquired(Lock {
+        fd,
+        path: path.to_path_buf(),
+        owner_pid: mine.pid,
+        file_len,
+        sync,
+        finished: false,
+        mine,
+        previous,
+    }))
+}
+
+impl Lock {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The record this acquisition wrote; its generation is the fencing token.
+    pub fn mine(&self) -> &Record {
+        &self.mine
+    }
+
+    /// The record found at acquisition (`Stale`: the last holder died holding it).
+    pub fn previous(&self) -> &Record {
+        &self.previous
+    }
+
+    pub fn release(mut self) -> Result<(), Error> {
+        self.finish(State::Free)
+    }
+
+    /// Release and record the work as done: later acquisitions answer `Done`.
+    pub fn complete(mut self) -> Result<(), Error> {
+        self.finish(State::Done)
+    }
+
+    fn finish(&mut self, state: State) -> Result<(), Error> {
+        self.finished = true;
+        if identity::pid() != self.owner_pid {
+            // A forked child shares the parent's open file description, and
+            // flock(2) locks belong to that description: LOCK_UN here would
+            // unlock the parent. Closing our copy (on drop) leaves it held.
+            return Ok(());
+        }
+        let mut record = self.mine.clone();
+        record.state = state;
+        record.alive = 0;
+        record.released_unix_ms = identity::now_unix_ms();
+        let written = write_record(&self.fd, &self.path, &record, self.file_len, &[], self.sync);
+        // Unlock explicitly, not only by closing: a child forked while we held
+        // the lock may still have the descriptor open, and the lock would
+        // live on with it.
+        let unlocked = flock_retry(self.fd.as_raw_fd(), libc::LOCK_UN)
+            .map_err(|e| Error::os("cannot unlock lock file", &self.path, e));
+        match (written, unlocked) {
+            (Ok(_), Ok(())) => Ok(()),
+            (Err(mut e), Ok(())) => {
+                e.message.push_str("; the lock was released all the same, \
+                                    and the next holder will see this one as stale");
+                Err(e)
+            }
+            (_, Err(e)) => Err(e),
+        }
+    }
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = self.finish(State::Free);
+        }
+    }
+}
+
+/// Reads the record of `path` without taking any lock (a probe lock would make
+/// a concurrent acquire fail, and then nobody does the work).
+pub fn holder_info(path: &Path) -> Result<Record, Error> {
+    let cpath = c_path(path)?;
+    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
+    let fd = match open_fd(&cpath, flags, 0) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            // A lock never taken is free; a missing directory is an error.
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            return match std::fs::metadata(dir) {
+                Ok(meta) if meta.is_dir() => Ok(Record::default()),
+                Ok(_) => Err(Error::os("cannot read lock file", path,
+                                       io::Error::from_raw_os_error(libc::ENOTDIR))),
+                Err(_) => Err(Error::os("cannot read lock file", path, e)),
+            };
+        }
+        Err(e) => return Err(open_error("cannot read lock file", path, e)),
+    };
+    check_regular(&fd, path)?;
+    let bytes = read_record_bytes(&fd, path)?;
+    let mut record = match Record::parse(&bytes) {
+        Parsed::Record(record) => record,
+        Parsed::Empty | Parsed::Unreadable(_) => Record::default(),
+    };
+    if record.state == State::Held {
+        record.alive = liveness(&record);
+        if record.alive == 0 {
+            record.state = State::Stale;
+        }
+    }
+    Ok(record)
+}
+
+/// 1 running, 0 gone, -1 cannot tell from this node.
+fn liveness(record: &Record) -> i32 {
+    if record.host != identity::host().as_bytes() || record.pid <= 0 {
+        return -1;
+    }
+    let Ok(pid) = libc::pid_t::try_from(record.pid) else { return 0 };
+    // kill(pid, 0) probes existence; EPERM means it exists under another uid.
+    if unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
+        1
+    } else {
+        0
+    }
+}
+
+fn c_path(path: &Path) -> Result<CString, Error> {
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.is_empty() {
+        return Err(Error::invalid("lock path is empty"));
+    }
+    CString::new(bytes).map_err(|_| Error::invalid(format!("lock path {} contains a NUL byte", quote_path(path))))
+}
+
+fn open_fd(cpath: &CString, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    loop {
+        let fd = unsafe { libc::open(cpath.as_ptr(), flags, mode as libc::c_uint) };
+        if fd >= 0 {
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+/// Step 1 and 2: open read-write (NFS refuses an exclusive lock on a read-only
+/// descriptor), never truncating, then refuse anything but a regular file.
+fn open_lock_file(path: &Path, cpath: &CString, mode: u32) -> Result<(OwnedFd, u64, u64), Error> {
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW
+        | libc::O_NOCTTY | libc::O_NONBLOCK;
+    let fd = open_fd(cpath, flags, mode).map_err(|e| open_error("cannot open lock file", path, e))?;
+    let st = check_regular(&fd, path)?;
+    Ok((fd, st.st_dev as u64, st.st_ino as u64))
+}
+
+fn open_error(what: &str, path: &Path, err: io::Error) -> Error {
+    let errno = err.raw_os_error().unwrap_or(0);
+    let hint = match errno {
+        libc::ELOOP => "the lock path is a symbolic link, which hpclock never follows",
+        libc::EISDIR => "the lock path is a directory; give the path of a file inside it",
+        libc::ENOENT => "the directory it would be created in does not exist",
+        _ => "",
+    };
+    Error::os_errno(what, path, errno, hint)
+}
+
+fn fstat(fd: &OwnedFd, path: &Path) -> Result<libc::stat, Error> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(Error::os("cannot stat lock file", path, io::Error::last_os_error()));
+    }
+    Ok(st)
+}
+
+fn check_regular(fd: &OwnedFd, path: &Path) -> Result<libc::stat, Error> {
+    let st = fstat(fd, path)?;
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => return Ok(st),
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFDIR => "a directory",
+        _ => "not a regular file",
+    };
+    Err(Error::invalid(format!("lock file {} is {kind}; hpclock locks only regular files", quote_path(path))))
+}
+
+/// Step 3: the exclusive lock. Ok(false) is "busy" (held elsewhere, or the
+/// timeout ran out).
+fn lock_exclusive(fd: &OwnedFd, path: &Path, timeout_ms: i64, deadline: Option<Instant>) -> Result<bool, Error> {
+    let raw = fd.as_raw_fd();
+    if timeout_ms < 0 {
+        // Waiting without limit may block in the kernel; EINTR is retried.
+        return flock_retry(raw, libc::LOCK_EX).map(|()| true).map_err(|e| lock_error(path, e));
+    }
+    let mut pause = FIRST_POLL;
+    loop {
+        match flock_retry(raw, libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(()) => return Ok(true),
+            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
+            Err(e) => return Err(lock_error(path, e)),
+        }
+        // Instant is CLOCK_MONOTONIC: a clock step cannot stretch the wait.
+        let Some(left) = deadline.and_then(|d| d.checked_duration_since(Instant::now())) else {
+            return Ok(false);
+        };
+        if left.is_zero() {
+            return Ok(false);
+        }
+        std::thread::sleep(pause.min(left));
+        pause = (pause * 2).min(MAX_POLL);
+    }
+}
+
+fn lock_error(path: &Path, err: io::Error) -> Error {
+    let errno = err.raw_os_error().unwrap_or(0);
+    let hint = match errno {
+        libc::ENOSYS | libc::EOPNOTSUPP | libc::ENOLCK => "the filesystem refuses flock locks",
+        _ => "",
+    };
+    Error::os_errno("cannot lock", path, errno, hint)
+}
+
+fn flock_retry(fd: RawFd, op: i32) -> io::Result<()> {
+    loop {
+        if unsafe { libc::flock(fd, op) } == 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+/// Step 4: after locking, the path must still name the inode we locked;
+/// otherwise we hold a lock on a file nobody else will open.
+fn still_names(path: &Path, cpath: &CString, dev: u64, ino: u64) -> Result<bool, Error> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::lstat(cpath.as_ptr(), &mut st) } != 0 {
+        let err = io::Error::last_os_error();
+        return match err.raw_os_error() {
+            Some(libc::ENOENT) => Ok(false),
+            _ => Err(Error::os("cannot stat lock file", path, err)),
+        };
+    }
+    Ok(st.st_dev as u64 == dev && st.st_ino as u64 == ino && st.st_nlink > 0)
+}
+
+/// Up to one byte more than a record may take, so that a file longer than a
+/// record (foreign or hostile) can be seen to be so.
+fn read_record_bytes(fd: &OwnedFd, path: &Path) -> Result<Vec<u8>, Error> {
+    let mut buf = vec![0u8; MAX_RECORD_BYTES + 1];
+    let mut got = 0;
+    while got < buf.len() {
+        let n = unsafe {
+            libc::pread(fd.as_raw_fd(), buf[got..].as_mut_ptr().cast(), buf.len() - got, got as libc::off_t)
+        };
+        match n {
+            0 => break,
+            n if n > 0 => got += n as usize,
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::EINTR) {
+                    return Err(Error::os("cannot read lock file", path, err));
+                }
+            }
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
+
+/// One pwrite at offset 0. A record shorter than what the file holds
+/// (`old_len` bytes) is padded with spaces to the same length, a cheaper way
+/// than ftruncate to leave no old tail behind; only a file longer than any
+/// record is truncated. If the write fails, `undo` is put back. Returns the
+/// file's new length.
+fn write_record(fd: &OwnedFd, path: &Path, record: &Record, old_len: usize, undo: &[u8], sync: bool)
+    -> Result<usize, Error>
+{
+    let mut text = record.to_text();
+    if old_len > text.len() && old_len <= MAX_RECORD_BYTES {
+        text.resize(old_len - 1, b' ');
+        text.push(b'\n');
+    }
+    if let Err(err) = pwrite_all(fd, &text) {
+        if !undo.is_empty() {
+            let _ = pwrite_all(fd, &undo[..undo.len().min(MAX_RECORD_BYTES)]);
+        }
+        return Err(Error::os("cannot write the holder record to lock file", path, err));
+    }
+    if old_len > text.len() && unsafe { libc::ftruncate(fd.as_raw_fd(), text.len() as libc::off_t) } != 0 {
+        return Err(Error::os("cannot trim lock file", path, io::Error::last_os_error()));
+    }
+    if sync && unsafe { libc::fdatasync(fd.as_raw_fd()) } != 0 {
+        return Err(Error::os("cannot flush lock file", path, io::Error::last_os_error()));
+    }
+    Ok(text.len())
+}
+
+fn pwrite_all(fd: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < bytes.len() {
+        let n = unsafe {
+            libc::pwrite(fd.as_raw_fd(), bytes[done..].as_ptr().cast(), bytes.len() - done, done as libc::off_t)
+        };
+        if n > 0 {
+            done += n as usize;
+        } else if n == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        } else {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINTR) {
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
