@@ -302,3 +302,35 @@ pub extern "C" fn hpclock_status_name(status: i32) -> *const c_char {
 pub extern "C" fn hpclock_version() -> *const c_char {
     boundary("hpclock_version", || concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_becomes_e_internal_with_a_message() {
+        let rc = status_call("hpclock_test", || panic!("invariant broken"));
+        assert_eq!(rc, Status::Internal.code());
+        let message = unsafe { CStr::from_ptr(hpclock_last_error()) }.to_string_lossy().into_owned();
+        assert!(message.contains("hpclock_test") && message.contains("invariant broken"), "{message}");
+        let pointer: *const c_char = boundary("hpclock_test", || panic!("again"));
+        assert_eq!(unsafe { CStr::from_ptr(pointer) }.to_bytes(), b"");
+    }
+
+    #[test]
+    fn a_successful_call_clears_the_last_error() {
+        set_last_error(&Error::invalid("old"));
+        assert_eq!(status_call("hpclock_test", || Ok(Status::Busy)), Status::Busy.code());
+        assert_eq!(unsafe { CStr::from_ptr(hpclock_last_error()) }.to_bytes(), b"");
+        assert_eq!(hpclock_last_errno(), 0);
+    }
+
+    #[test]
+    fn long_host_and_label_are_cut_and_nul_terminated() {
+        let record = Record { host: vec![b'h'; 300], label: b"lab".to_vec(), ..Record::default() };
+        let holder = holder_from(&record);
+        assert_eq!(holder.host[254], b'h' as c_char);
+        assert_eq!(holder.host[255], 0);
+        assert_eq!(unsafe { CStr::from_ptr(holder.label.as_ptr()) }.to_bytes(), b"lab");
+    }
+}
