@@ -100,6 +100,11 @@
 #define HPCLOCK_STATE_DONE 3
 
 /**
+ * The record keeps a job id in `hpclock_holder.job_id[64]`, NUL included.
+ */
+#define MAX_JOB_ID_BYTES 63
+
+/**
  * A held lock. 0 is never a valid handle; handles are never reused.
  */
 typedef uint64_t hpclock_handle;
@@ -207,9 +212,13 @@ int32_t hpclock_release(hpclock_handle h);
 int32_t hpclock_complete(hpclock_handle h);
 
 /**
- * Who holds path, read without taking any lock. A lock file that does not
- * exist is HPCLOCK_OK with state FREE and generation 0; a missing directory
- * is HPCLOCK_E_OS (ENOENT).
+ * Who holds path, read without taking any lock (read-only access to the
+ * file is enough). A lock file that does not exist is HPCLOCK_OK with state
+ * FREE and generation 0; a missing directory is HPCLOCK_E_OS (ENOENT). Where
+ * this node's kernel can tell whether the file is locked (/proc/locks), that
+ * answer wins over the record. If the file holds no readable record (torn,
+ * foreign), the answer is HPCLOCK_OK from what the kernel says alone, and
+ * hpclock_last_error() says what the file holds instead.
  */
 int32_t hpclock_holder_info(const char *path, struct hpclock_holder *out);
 
@@ -222,6 +231,14 @@ int32_t hpclock_holder_info(const char *path, struct hpclock_holder *out);
 int32_t hpclock_handle_info(hpclock_handle h,
                             struct hpclock_holder *mine,
                             struct hpclock_holder *previous);
+
+/**
+ * The MPI rank this process was launched as, read from the launcher's
+ * environment (OMPI_COMM_WORLD_RANK, PMIX_RANK, PMI_RANK, MV2_COMM_WORLD_RANK,
+ * PALS_RANKID, ALPS_APP_PE, FLUX_TASK_RANK, SLURM_PROCID, in that order), so it
+ * works before MPI_Init; -1 when not an MPI rank.
+ */
+int32_t hpclock_mpi_rank(void);
 
 /**
  * This thread's last error message, "" if the last call that can fail did not

@@ -5,6 +5,8 @@
 #![allow(non_camel_case_types)]
 
 use crate::handles;
+use crate::holder;
+use crate::identity;
 use crate::lock::{self, Options, Outcome};
 use crate::record::Record;
 use crate::status::{Error, Status};
@@ -65,6 +67,11 @@ fn set_last_error(error: &Error) {
     let text = CString::new(error.message.replace('\0', "\\0")).unwrap_or_default();
     LAST_ERROR.with(|slot| *slot.borrow_mut() = text);
     LAST_ERRNO.with(|slot| slot.set(error.errno));
+}
+
+/// A remark on a successful call, kept where errors are: hpclock_last_error().
+fn set_note(note: &str) {
+    set_last_error(&Error { status: Status::Ok, errno: 0, message: note.to_string() });
 }
 
 fn clear_last_error() {
@@ -162,7 +169,7 @@ fn holder_from(record: &Record) -> hpclock_holder {
         alive: record.alive,
         pid: record.pid,
         uid: record.uid,
-        mpi_rank: -1,
+        mpi_rank: record.mpi_rank,
         generation: record.generation,
         acquired_unix_ms: record.acquired_unix_ms,
         released_unix_ms: record.released_unix_ms,
@@ -171,6 +178,7 @@ fn holder_from(record: &Record) -> hpclock_holder {
         label: [0; 128],
     };
     copy_c_string(&mut out.host, &record.host);
+    copy_c_string(&mut out.job_id, &record.job_id);
     copy_c_string(&mut out.label, &record.label);
     out
 }
@@ -242,15 +250,22 @@ pub extern "C" fn hpclock_complete(h: hpclock_handle) -> i32 {
     })
 }
 
-/// Who holds path, read without taking any lock. A lock file that does not
-/// exist is HPCLOCK_OK with state FREE and generation 0; a missing directory
-/// is HPCLOCK_E_OS (ENOENT).
+/// Who holds path, read without taking any lock (read-only access to the
+/// file is enough). A lock file that does not exist is HPCLOCK_OK with state
+/// FREE and generation 0; a missing directory is HPCLOCK_E_OS (ENOENT). Where
+/// this node's kernel can tell whether the file is locked (/proc/locks), that
+/// answer wins over the record. If the file holds no readable record (torn,
+/// foreign), the answer is HPCLOCK_OK from what the kernel says alone, and
+/// hpclock_last_error() says what the file holds instead.
 #[no_mangle]
 pub unsafe extern "C" fn hpclock_holder_info(path: *const c_char, out: *mut hpclock_holder) -> i32 {
     status_call("hpclock_holder_info", || {
         let out = out_arg(out, "holder out-pointer")?;
-        let record = lock::holder_info(path_arg(path)?)?;
-        *out = holder_from(&record);
+        let reading = holder::holder_info(path_arg(path)?)?;
+        *out = holder_from(&reading.record);
+        if let Some(note) = &reading.note {
+            set_note(note);
+        }
         Ok(Status::Ok)
     })
 }
@@ -276,6 +291,15 @@ pub unsafe extern "C" fn hpclock_handle_info(
         }
         Ok(Status::Ok)
     })
+}
+
+/// The MPI rank this process was launched as, read from the launcher's
+/// environment (OMPI_COMM_WORLD_RANK, PMIX_RANK, PMI_RANK, MV2_COMM_WORLD_RANK,
+/// PALS_RANKID, ALPS_APP_PE, FLUX_TASK_RANK, SLURM_PROCID, in that order), so it
+/// works before MPI_Init; -1 when not an MPI rank.
+#[no_mangle]
+pub extern "C" fn hpclock_mpi_rank() -> i32 {
+    boundary("hpclock_mpi_rank", identity::mpi_rank)
 }
 
 /// This thread's last error message, "" if the last call that can fail did not

@@ -1,10 +1,40 @@
-//! Who we are: host, uid, pid and the clock, as they go into a holder record.
+//! Who we are: host, boot, scheduler job, MPI rank, pid and process start
+//! time, as they go into a holder record (DESIGN §5).
+//!
+//! What cannot change under a running process (host, boot, environment set by
+//! the launcher before `main`) is read once and cached. The pid and the start
+//! time are per process: a forked child must never report its parent's.
 
 use once_cell::sync::Lazy;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Once;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// The node name, read once per process: it does not change under a running
-/// job, and a forked child is on the same host.
+/// What the environment says about the job this process belongs to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Job {
+    /// "8812345", or "8812345_7" for task 7 of an array job.
+    pub id: String,
+    /// The array task alone ("7"), "" when not an array task.
+    pub array_task: String,
+}
+
+/// DESIGN §5: launchers set these before `main`, so they work before MPI_Init.
+const RANK_VARIABLES: &[&str] = &[
+    "OMPI_COMM_WORLD_RANK",
+    "PMIX_RANK",
+    "PMI_RANK",
+    "MV2_COMM_WORLD_RANK",
+    "PALS_RANKID",
+    "ALPS_APP_PE",
+    "FLUX_TASK_RANK",
+    "SLURM_PROCID",
+];
+const JOB_VARIABLES: &[&str] = &["SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "FLUX_JOB_ID", "JOB_ID"];
+
+/// The record keeps a job id in `hpclock_holder.job_id[64]`, NUL included.
+pub const MAX_JOB_ID_BYTES: usize = 63;
+
 static HOST: Lazy<String> = Lazy::new(|| {
     // SAFETY: utsname is plain old data; uname fills it or fails.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
@@ -15,8 +45,32 @@ static HOST: Lazy<String> = Lazy::new(|| {
     String::from_utf8_lossy(&bytes).into_owned()
 });
 
+/// Changes at every boot: with it, a pid recorded before a reboot is not
+/// taken for a process running now.
+static BOOT_ID: Lazy<String> = Lazy::new(|| {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+});
+
+static MPI_RANK: Lazy<i32> = Lazy::new(|| mpi_rank_from(|name| std::env::var(name).ok()));
+static JOB: Lazy<Job> = Lazy::new(|| job_from(|name| std::env::var(name).ok()));
+
 pub fn host() -> &'static str {
     &HOST
+}
+
+pub fn boot_id() -> &'static str {
+    &BOOT_ID
+}
+
+/// -1 when the environment names no MPI rank.
+pub fn mpi_rank() -> i32 {
+    *MPI_RANK
+}
+
+pub fn job() -> &'static Job {
+    &JOB
 }
 
 /// Never cached: a forked child must not report its parent's pid.
@@ -34,4 +88,128 @@ pub fn now_unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+pub fn mpi_rank_from(var: impl Fn(&str) -> Option<String>) -> i32 {
+    RANK_VARIABLES
+        .iter()
+        .find_map(|name| var(name).and_then(|v| v.trim().parse::<i32>().ok()).filter(|&r| r >= 0))
+        .unwrap_or(-1)
+}
+
+pub fn job_from(var: impl Fn(&str) -> Option<String>) -> Job {
+    let set = |name: &str| var(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+    // An array task has its own SLURM_JOB_ID; people know it as ARRAYJOB_TASK.
+    if let (Some(array_job), Some(task)) = (set("SLURM_ARRAY_JOB_ID"), set("SLURM_ARRAY_TASK_ID")) {
+        return Job { id: cap(format!("{array_job}_{task}")), array_task: cap(task) };
+    }
+    let id = JOB_VARIABLES.iter().find_map(|name| set(name)).unwrap_or_default();
+    Job { id: cap(id), array_task: String::new() }
+}
+
+fn cap(mut s: String) -> String {
+    if s.len() > MAX_JOB_ID_BYTES {
+        let mut end = MAX_JOB_ID_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// What /proc/PID/stat says of a process: its start time (clock ticks after
+/// boot, field 22 of proc(5)) and whether it has already exited (a zombie).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessStat {
+    pub start_time: u64,
+    pub exited: bool,
+}
+
+pub fn process_stat(pid: i64) -> Option<ProcessStat> {
+    let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// The command name (field 2) is in parentheses and may hold spaces or
+/// parentheses itself: fields are counted from the last ')'.
+fn parse_stat(text: &[u8]) -> Option<ProcessStat> {
+    let close = text.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&text[close + 1..]).ok()?;
+    let mut fields = rest.split_ascii_whitespace();
+    let state = fields.next()?; // field 3
+    let start_time = fields.nth(18)?.parse().ok()?; // field 22
+    Some(ProcessStat { start_time, exited: matches!(state, "Z" | "X" | "x") })
+}
+
+// Our own start time is cached per pid, and a fork clears the cache in the
+// child (pthread_atfork), so a child can never report its parent's start time
+// even if, much later, it is given its dead parent's pid.
+static START_TIME_PID: AtomicI64 = AtomicI64::new(0);
+static START_TIME: AtomicU64 = AtomicU64::new(0);
+static FORGET_ON_FORK: Once = Once::new();
+
+extern "C" fn forget_start_time_in_child() {
+    START_TIME_PID.store(0, Ordering::SeqCst);
+}
+
+/// This process's start time (0 if /proc cannot tell).
+pub fn own_start_time() -> u64 {
+    FORGET_ON_FORK.call_once(|| unsafe {
+        libc::pthread_atfork(None, None, Some(forget_start_time_in_child));
+    });
+    let pid = pid();
+    if START_TIME_PID.load(Ordering::Acquire) == pid {
+        return START_TIME.load(Ordering::Relaxed);
+    }
+    let start = process_stat(pid).map_or(0, |s| s.start_time);
+    START_TIME.store(start, Ordering::Relaxed);
+    START_TIME_PID.store(pid, Ordering::Release);
+    start
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn rank_variables_are_read_in_design_order() {
+        assert_eq!(mpi_rank_from(env(&[])), -1);
+        assert_eq!(mpi_rank_from(env(&[("SLURM_PROCID", "5")])), 5);
+        assert_eq!(mpi_rank_from(env(&[("SLURM_PROCID", "5"), ("PMI_RANK", "2")])), 2);
+        assert_eq!(mpi_rank_from(env(&[("OMPI_COMM_WORLD_RANK", "0"), ("PMIX_RANK", "9")])), 0);
+        assert_eq!(mpi_rank_from(env(&[("PMIX_RANK", "x"), ("FLUX_TASK_RANK", "3")])), 3);
+    }
+
+    #[test]
+    fn array_jobs_are_job_underscore_task() {
+        let array = env(&[("SLURM_JOB_ID", "8812352"), ("SLURM_ARRAY_JOB_ID", "8812345"), ("SLURM_ARRAY_TASK_ID", "7")]);
+        assert_eq!(job_from(array), Job { id: "8812345_7".into(), array_task: "7".into() });
+        assert_eq!(job_from(env(&[("SLURM_JOB_ID", "8812345")])).id, "8812345");
+        assert_eq!(job_from(env(&[("PBS_JOBID", "1234.pbs01"), ("JOB_ID", "9")])).id, "1234.pbs01");
+        assert_eq!(job_from(env(&[])), Job::default());
+        assert_eq!(job_from(env(&[("LSB_JOBID", &"9".repeat(100))])).id.len(), MAX_JOB_ID_BYTES);
+    }
+
+    #[test]
+    fn stat_fields_are_counted_after_the_last_parenthesis() {
+        let line = b"4242 (a) b) c) S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 987654 19 20\n";
+        assert_eq!(parse_stat(line), Some(ProcessStat { start_time: 987654, exited: false }));
+        let zombie = b"4242 (x) Z 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 5 19\n";
+        assert!(parse_stat(zombie).unwrap().exited);
+        assert_eq!(parse_stat(b"garbage"), None);
+    }
+
+    #[test]
+    fn own_start_time_matches_proc() {
+        let start = own_start_time();
+        assert!(start > 0);
+        assert_eq!(process_stat(pid()).unwrap().start_time, start);
+    }
 }

@@ -1,19 +1,24 @@
 //! hpclock: an exactly-once guard over the kernel's file locks, for HPC codes.
 //!
 //! One module per concern: `lock` is the lock-file protocol, `record` the
-//! holder record kept in the lock file, `identity` who we are, `status` the
-//! outcomes and errors, `handles` the handle table, and `ffi` the thin C
-//! boundary over all of them. The C contract is ../shared/DESIGN.md.
+//! holder record kept in the lock file, `holder` who holds a lock (read
+//! without locking), `identity` who we are, `fs` what the filesystem can
+//! promise, `lockfile` the file's I/O, `status` the outcomes and errors,
+//! `handles` the handle table, and `ffi` the thin C boundary over all of them. The C contract is ../shared/DESIGN.md.
 
 // cbindgen writes the header in this order: status codes, flags, states.
 pub mod status;
 pub mod lock;
 pub mod record;
 pub mod identity;
+pub mod holder;
+pub mod fs;
+mod lockfile;
 mod handles;
 pub mod ffi;
 
-pub use lock::{acquire, holder_info, Lock, Options, Outcome};
+pub use holder::{holder_info, Reading};
+pub use lock::{acquire, Lock, Options, Outcome};
 pub use record::{Record, State};
 pub use status::{Error, Status};
 

@@ -1,13 +1,14 @@
 //! The lock-file protocol of DESIGN §2: open → fstat → lock → re-check the
 //! inode → only then read the previous record and write ours.
 
+use crate::holder;
 use crate::identity;
+use crate::lockfile::{c_path, check_regular, open_error, open_fd, pwrite_all, read_record_bytes};
 use crate::record::{Parsed, Record, State, MAX_LABEL_BYTES, MAX_RECORD_BYTES};
 use crate::status::{quote_path, Error};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -127,19 +128,22 @@ pub fn acquire(path: &Path, opts: &Options) -> Result<Outcome, Error> {
 /// holder left, and write our record.
 fn take_over(fd: OwnedFd, path: &Path, opts: &Options) -> Result<Outcome, Error> {
     let old_bytes = read_record_bytes(&fd, path)?;
+    // Torn here means a holder died mid-write (we hold the lock, so no write
+    // is under way): there is nothing more to learn from it than from no record.
     let mut previous = match Record::parse(&old_bytes) {
         Parsed::Record(record) => record,
-        Parsed::Empty | Parsed::Unreadable(_) => Record::default(),
+        Parsed::Empty | Parsed::Torn(_) | Parsed::Foreign(_) => Record::default(),
     };
     if previous.state == State::Held {
         // The record says held, yet the kernel gave us the lock: its holder
         // died (or lost its node) without releasing.
         previous.state = State::Stale;
-        previous.alive = 0;
+        previous.alive = holder::liveness(&previous);
     }
     if previous.state == State::Done && opts.flags & HPCLOCK_IGNORE_DONE == 0 {
         return Ok(Outcome::Done(previous)); // dropping fd unlocks: nothing written
     }
+    let job = identity::job();
     let mine = Record {
         state: State::Held,
         alive: 1,
@@ -150,6 +154,11 @@ fn take_over(fd: OwnedFd, path: &Path, opts: &Options) -> Result<Outcome, Error>
         released_unix_ms: 0,
         host: identity::host().as_bytes().to_vec(),
         label: opts.label.clone(),
+        boot_id: identity::boot_id().as_bytes().to_vec(),
+        start_time: identity::own_start_time(),
+        mpi_rank: identity::mpi_rank(),
+        job_id: job.id.as_bytes().to_vec(),
+        array_task: job.array_task.as_bytes().to_vec(),
     };
     let sync = opts.flags & HPCLOCK_SYNC != 0;
     let file_len = write_record(&fd, path, &mine, old_bytes.len(), &old_bytes, sync)
@@ -231,78 +240,6 @@ impl Drop for Lock {
     }
 }
 
-/// Reads the record of `path` without taking any lock (a probe lock would make
-/// a concurrent acquire fail, and then nobody does the work).
-pub fn holder_info(path: &Path) -> Result<Record, Error> {
-    let cpath = c_path(path)?;
-    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
-    let fd = match open_fd(&cpath, flags, 0) {
-        Ok(fd) => fd,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-            // A lock never taken is free; a missing directory is an error.
-            let dir = match path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir,
-                _ => Path::new("."),
-            };
-            return match std::fs::metadata(dir) {
-                Ok(meta) if meta.is_dir() => Ok(Record::default()),
-                Ok(_) => Err(Error::os("cannot read lock file", path,
-                                       io::Error::from_raw_os_error(libc::ENOTDIR))),
-                Err(_) => Err(Error::os("cannot read lock file", path, e)),
-            };
-        }
-        Err(e) => return Err(open_error("cannot read lock file", path, e)),
-    };
-    check_regular(&fd, path)?;
-    let bytes = read_record_bytes(&fd, path)?;
-    let mut record = match Record::parse(&bytes) {
-        Parsed::Record(record) => record,
-        Parsed::Empty | Parsed::Unreadable(_) => Record::default(),
-    };
-    if record.state == State::Held {
-        record.alive = liveness(&record);
-        if record.alive == 0 {
-            record.state = State::Stale;
-        }
-    }
-    Ok(record)
-}
-
-/// 1 running, 0 gone, -1 cannot tell from this node.
-fn liveness(record: &Record) -> i32 {
-    if record.host != identity::host().as_bytes() || record.pid <= 0 {
-        return -1;
-    }
-    let Ok(pid) = libc::pid_t::try_from(record.pid) else { return 0 };
-    // kill(pid, 0) probes existence; EPERM means it exists under another uid.
-    if unsafe { libc::kill(pid, 0) } == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM) {
-        1
-    } else {
-        0
-    }
-}
-
-fn c_path(path: &Path) -> Result<CString, Error> {
-    let bytes = path.as_os_str().as_bytes();
-    if bytes.is_empty() {
-        return Err(Error::invalid("lock path is empty"));
-    }
-    CString::new(bytes).map_err(|_| Error::invalid(format!("lock path {} contains a NUL byte", quote_path(path))))
-}
-
-fn open_fd(cpath: &CString, flags: i32, mode: u32) -> io::Result<OwnedFd> {
-    loop {
-        let fd = unsafe { libc::open(cpath.as_ptr(), flags, mode as libc::c_uint) };
-        if fd >= 0 {
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINTR) {
-            return Err(err);
-        }
-    }
-}
-
 /// Step 1 and 2: open read-write (NFS refuses an exclusive lock on a read-only
 /// descriptor), never truncating, then refuse anything but a regular file.
 fn open_lock_file(path: &Path, cpath: &CString, mode: u32) -> Result<(OwnedFd, u64, u64), Error> {
@@ -311,39 +248,6 @@ fn open_lock_file(path: &Path, cpath: &CString, mode: u32) -> Result<(OwnedFd, u
     let fd = open_fd(cpath, flags, mode).map_err(|e| open_error("cannot open lock file", path, e))?;
     let st = check_regular(&fd, path)?;
     Ok((fd, st.st_dev as u64, st.st_ino as u64))
-}
-
-fn open_error(what: &str, path: &Path, err: io::Error) -> Error {
-    let errno = err.raw_os_error().unwrap_or(0);
-    let hint = match errno {
-        libc::ELOOP => "the lock path is a symbolic link, which hpclock never follows",
-        libc::EISDIR => "the lock path is a directory; give the path of a file inside it",
-        libc::ENOENT => "the directory it would be created in does not exist",
-        _ => "",
-    };
-    Error::os_errno(what, path, errno, hint)
-}
-
-fn fstat(fd: &OwnedFd, path: &Path) -> Result<libc::stat, Error> {
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(Error::os("cannot stat lock file", path, io::Error::last_os_error()));
-    }
-    Ok(st)
-}
-
-fn check_regular(fd: &OwnedFd, path: &Path) -> Result<libc::stat, Error> {
-    let st = fstat(fd, path)?;
-    let kind = match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => return Ok(st),
-        libc::S_IFIFO => "a FIFO",
-        libc::S_IFCHR => "a character device",
-        libc::S_IFBLK => "a block device",
-        libc::S_IFSOCK => "a socket",
-        libc::S_IFDIR => "a directory",
-        _ => "not a regular file",
-    };
-    Err(Error::invalid(format!("lock file {} is {kind}; hpclock locks only regular files", quote_path(path))))
 }
 
 /// Step 3: the exclusive lock. Ok(false) is "busy" (held elsewhere, or the
@@ -408,30 +312,6 @@ fn still_names(path: &Path, cpath: &CString, dev: u64, ino: u64) -> Result<bool,
     Ok(st.st_dev as u64 == dev && st.st_ino as u64 == ino && st.st_nlink > 0)
 }
 
-/// Up to one byte more than a record may take, so that a file longer than a
-/// record (foreign or hostile) can be seen to be so.
-fn read_record_bytes(fd: &OwnedFd, path: &Path) -> Result<Vec<u8>, Error> {
-    let mut buf = vec![0u8; MAX_RECORD_BYTES + 1];
-    let mut got = 0;
-    while got < buf.len() {
-        let n = unsafe {
-            libc::pread(fd.as_raw_fd(), buf[got..].as_mut_ptr().cast(), buf.len() - got, got as libc::off_t)
-        };
-        match n {
-            0 => break,
-            n if n > 0 => got += n as usize,
-            _ => {
-                let err = io::Error::last_os_error();
-                if err.raw_os_error() != Some(libc::EINTR) {
-                    return Err(Error::os("cannot read lock file", path, err));
-                }
-            }
-        }
-    }
-    buf.truncate(got);
-    Ok(buf)
-}
-
 /// One pwrite at offset 0. A record shorter than what the file holds
 /// (`old_len` bytes) is padded with spaces to the same length, a cheaper way
 /// than ftruncate to leave no old tail behind; only a file longer than any
@@ -460,22 +340,3 @@ fn write_record(fd: &OwnedFd, path: &Path, record: &Record, old_len: usize, undo
     Ok(text.len())
 }
 
-fn pwrite_all(fd: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
-    let mut done = 0;
-    while done < bytes.len() {
-        let n = unsafe {
-            libc::pwrite(fd.as_raw_fd(), bytes[done..].as_ptr().cast(), bytes.len() - done, done as libc::off_t)
-        };
-        if n > 0 {
-            done += n as usize;
-        } else if n == 0 {
-            return Err(io::Error::from_raw_os_error(libc::EIO));
-        } else {
-            let err = io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EINTR) {
-                return Err(err);
-            }
-        }
-    }
-    Ok(())
-}

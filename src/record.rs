@@ -6,6 +6,9 @@
 pub(crate) const MAX_RECORD_BYTES: usize = 4096;
 /// DESIGN §1: the label kept in the record is at most 127 bytes.
 pub(crate) const MAX_LABEL_BYTES: usize = 127;
+/// hpclock_holder.host is 256 bytes with its NUL.
+const MAX_HOST_BYTES: usize = 255;
+use crate::identity::MAX_JOB_ID_BYTES;
 
 const VERSION_LINE: &str = "hpclock-record 1";
 
@@ -63,6 +66,15 @@ pub struct Record {
     pub released_unix_ms: i64,
     pub host: Vec<u8>,
     pub label: Vec<u8>,
+    /// /proc/sys/kernel/random/boot_id of the holder's node.
+    pub boot_id: Vec<u8>,
+    /// The holder's start time, clock ticks after boot (/proc/PID/stat field 22):
+    /// a pid reused by another process has another start time.
+    pub start_time: u64,
+    /// -1 when not launched as an MPI rank.
+    pub mpi_rank: i32,
+    pub job_id: Vec<u8>,
+    pub array_task: Vec<u8>,
 }
 
 impl Default for Record {
@@ -78,6 +90,11 @@ impl Default for Record {
             released_unix_ms: 0,
             host: Vec::new(),
             label: Vec::new(),
+            boot_id: Vec::new(),
+            start_time: 0,
+            mpi_rank: -1,
+            job_id: Vec::new(),
+            array_task: Vec::new(),
         }
     }
 }
@@ -88,86 +105,174 @@ pub enum Parsed {
     /// No record: a new file, or one only `flock(1)` ever used.
     Empty,
     Record(Record),
-    /// Bytes that are not a record; the text says what they are.
-    Unreadable(String),
+    /// Our record, but not whole: a write under way or cut short. Reading
+    /// again may find it whole.
+    Torn(String),
+    /// Bytes that are not a record at all; the text says what they are.
+    Foreign(String),
 }
 
+const CHECKSUM_KEY: &[u8] = b"checksum=crc32:";
+
 impl Record {
-    /// The record as text, at most [`MAX_RECORD_BYTES`] (the label is capped
-    /// and the host name is at most 64 bytes on Linux, so it always fits).
+    /// The record as text, at most [`MAX_RECORD_BYTES`]: every field is
+    /// capped, so it always fits. Fields a person looks for come first; the
+    /// last line is a CRC-32 (zlib's) of everything before it.
     pub fn to_text(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(512);
+        let mut out = Vec::with_capacity(640);
         out.extend_from_slice(VERSION_LINE.as_bytes());
         out.push(b'\n');
-        let mut field = |key: &str, value: &[u8]| {
+        let mut field = |key: &str, value: &[u8], cap: usize| {
             out.extend_from_slice(key.as_bytes());
             out.push(b'=');
-            escape_into(&mut out, value);
+            escape_into(&mut out, &value[..value.len().min(cap)]);
             out.push(b'\n');
         };
-        field("state", self.state.as_word().as_bytes());
-        field("generation", self.generation.to_string().as_bytes());
-        field("pid", self.pid.to_string().as_bytes());
-        field("host", &self.host);
-        field("uid", self.uid.to_string().as_bytes());
-        field("acquired_unix_ms", self.acquired_unix_ms.to_string().as_bytes());
-        field("released_unix_ms", self.released_unix_ms.to_string().as_bytes());
-        field("label", &self.label[..self.label.len().min(MAX_LABEL_BYTES)]);
+        field("state", self.state.as_word().as_bytes(), 8);
+        field("pid", self.pid.to_string().as_bytes(), 32);
+        field("host", &self.host, MAX_HOST_BYTES);
+        field("job_id", &self.job_id, MAX_JOB_ID_BYTES);
+        field("array_task", &self.array_task, MAX_JOB_ID_BYTES);
+        field("mpi_rank", self.mpi_rank.to_string().as_bytes(), 32);
+        field("label", &self.label, MAX_LABEL_BYTES);
+        field("acquired_utc", utc_text(self.acquired_unix_ms).as_bytes(), 32);
+        field("released_utc", utc_text(self.released_unix_ms).as_bytes(), 32);
+        field("generation", self.generation.to_string().as_bytes(), 32);
+        field("uid", self.uid.to_string().as_bytes(), 32);
+        field("acquired_unix_ms", self.acquired_unix_ms.to_string().as_bytes(), 32);
+        field("released_unix_ms", self.released_unix_ms.to_string().as_bytes(), 32);
+        field("boot_id", &self.boot_id, 64);
+        field("start_time", self.start_time.to_string().as_bytes(), 32);
+        let sum = crc32(&out);
+        out.extend_from_slice(CHECKSUM_KEY);
+        out.extend_from_slice(format!("{sum:08x}\n").as_bytes());
         debug_assert!(out.len() <= MAX_RECORD_BYTES);
         out
     }
 
     /// Reads a record from the first [`MAX_RECORD_BYTES`] of `bytes`. Never
-    /// fails hard: anything that is not a record is `Unreadable`, with why.
+    /// fails hard: anything that is not a whole record is `Torn` or
+    /// `Foreign`, with why.
     pub fn parse(bytes: &[u8]) -> Parsed {
         let bytes = &bytes[..bytes.len().min(MAX_RECORD_BYTES)];
         // Whitespace alone is what a writer's padding leaves, or an empty file.
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Parsed::Empty;
         }
-        let mut lines = bytes.split(|&b| b == b'\n');
-        let first = lines.next().unwrap_or_default();
+        let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
         if first != VERSION_LINE.as_bytes() {
-            return parse_legacy(bytes)
-                .map_or_else(|| Parsed::Unreadable(describe_foreign(first)), Parsed::Record);
-        }
-        let mut record = Record::default();
-        let mut saw_state = false;
-        for line in lines {
-            let line = trim_ascii(line);
-            let Some(eq) = line.iter().position(|&b| b == b'=') else { continue };
-            let (key, value) = (&line[..eq], unescape(&line[eq + 1..]));
-            let text = std::str::from_utf8(&value).unwrap_or("");
-            let ok = match key {
-                b"state" => {
-                    saw_state = true;
-                    State::from_word(text).map(|s| record.state = s).is_some()
-                }
-                b"generation" => text.parse().map(|v| record.generation = v).is_ok(),
-                b"pid" => text.parse().map(|v| record.pid = v).is_ok(),
-                b"uid" => text.parse().map(|v| record.uid = v).is_ok(),
-                b"acquired_unix_ms" => text.parse().map(|v| record.acquired_unix_ms = v).is_ok(),
-                b"released_unix_ms" => text.parse().map(|v| record.released_unix_ms = v).is_ok(),
-                b"host" => {
-                    record.host = value;
-                    true
-                }
-                b"label" => {
-                    record.label = value;
-                    true
-                }
-                _ => true, // a field from a later version
-            };
-            if !ok {
-                return Parsed::Unreadable(format!(
-                    "record has a bad {} line", String::from_utf8_lossy(key)));
+            if first.starts_with(b"hpclock-record ") {
+                return Parsed::Foreign(format!(
+                    "record format {} is newer than this hpclock reads",
+                    String::from_utf8_lossy(&first[15..first.len().min(40)])));
             }
+            return parse_legacy(bytes)
+                .map_or_else(|| Parsed::Foreign(describe_foreign(first)), Parsed::Record);
         }
-        if !saw_state {
-            return Parsed::Unreadable("record has no state line (torn write?)".into());
+        let body_end = match find(bytes, b"\nchecksum=") {
+            Some(at) => at + 1,
+            None => return Parsed::Torn("the record has no checksum line (cut short?)".into()),
+        };
+        let (body, tail) = bytes.split_at(body_end);
+        let sum_line = tail.split(|&b| b == b'\n').next().unwrap_or_default();
+        let after_sum = &tail[(sum_line.len() + 1).min(tail.len())..];
+        let expected = format!("crc32:{:08x}", crc32(body));
+        if sum_line.strip_prefix(b"checksum=") != Some(expected.as_bytes()) {
+            return Parsed::Torn("the record's checksum does not match (a write under way, or damage)".into());
         }
-        Parsed::Record(record)
+        if !after_sum.iter().all(u8::is_ascii_whitespace) {
+            return Parsed::Torn("bytes follow the record's checksum line".into());
+        }
+        parse_fields(body)
     }
+}
+
+fn parse_fields(body: &[u8]) -> Parsed {
+    let mut record = Record::default();
+    let mut saw_state = false;
+    for line in body.split(|&b| b == b'\n').skip(1) {
+        let Some(eq) = line.iter().position(|&b| b == b'=') else { continue };
+        let (key, value) = (&line[..eq], unescape(&line[eq + 1..]));
+        let text = std::str::from_utf8(&value).unwrap_or("");
+        let ok = match key {
+            b"state" => {
+                saw_state = true;
+                State::from_word(text).map(|s| record.state = s).is_some()
+            }
+            b"generation" => text.parse().map(|v| record.generation = v).is_ok(),
+            b"pid" => text.parse().map(|v| record.pid = v).is_ok(),
+            b"uid" => text.parse().map(|v| record.uid = v).is_ok(),
+            b"mpi_rank" => text.parse().map(|v| record.mpi_rank = v).is_ok(),
+            b"start_time" => text.parse().map(|v| record.start_time = v).is_ok(),
+            b"acquired_unix_ms" => text.parse().map(|v| record.acquired_unix_ms = v).is_ok(),
+            b"released_unix_ms" => text.parse().map(|v| record.released_unix_ms = v).is_ok(),
+            b"host" => store(&mut record.host, value),
+            b"label" => store(&mut record.label, value),
+            b"boot_id" => store(&mut record.boot_id, value),
+            b"job_id" => store(&mut record.job_id, value),
+            b"array_task" => store(&mut record.array_task, value),
+            _ => true, // for people (acquired_utc, ...) or from a later version
+        };
+        if !ok {
+            return Parsed::Foreign(format!("the record has a bad {} line", String::from_utf8_lossy(key)));
+        }
+    }
+    if !saw_state {
+        return Parsed::Foreign("the record has no state line".into());
+    }
+    Parsed::Record(record)
+}
+
+fn store(field: &mut Vec<u8>, value: Vec<u8>) -> bool {
+    *field = value;
+    true
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// CRC-32 as zlib computes it (`python3 -c 'import zlib; ...'` can check a record).
+fn crc32(bytes: &[u8]) -> u32 {
+    !bytes.iter().fold(!0u32, |crc, &b| CRC_TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8))
+}
+
+const CRC_TABLE: [u32; 256] = {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut crc = i as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+            bit += 1;
+        }
+        table[i] = crc;
+        i += 1;
+    }
+    table
+};
+
+/// `2026-11-26T12:01:07.123Z`, or "" for 0 (unknown): for a person reading
+/// the file; readers use the *_unix_ms fields.
+fn utc_text(unix_ms: i64) -> String {
+    if unix_ms <= 0 {
+        return String::new();
+    }
+    let (days, ms_of_day) = (unix_ms.div_euclid(86_400_000), unix_ms.rem_euclid(86_400_000));
+    // Civil date from days since 1970-01-01 (H. Hinnant, "chrono-Compatible
+    // Low-Level Date Algorithms").
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, ms) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
 }
 
 /// The seed's format, still written by existing Python scripts: `PID\nUNIX_TIME\n`.
@@ -192,18 +297,6 @@ fn describe_foreign(first_line: &[u8]) -> String {
     let mut escaped = Vec::new();
     escape_into(&mut escaped, &shown);
     format!("not an hpclock record (first line: \"{}\")", String::from_utf8_lossy(&escaped))
-}
-
-fn trim_ascii(mut s: &[u8]) -> &[u8] {
-    while let [first, rest @ ..] = s {
-        if !first.is_ascii_whitespace() { break; }
-        s = rest;
-    }
-    while let [rest @ .., last] = s {
-        if !last.is_ascii_whitespace() { break; }
-        s = rest;
-    }
-    s
 }
 
 /// Values stay on one line and stay readable: `\` and control bytes are escaped,
@@ -255,17 +348,22 @@ fn unescape(value: &[u8]) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn sample() -> Record {
+    pub(crate) fn sample() -> Record {
         Record {
             state: State::Held,
             alive: -1,
             pid: 4034097,
             uid: 1000,
             generation: 7,
-            acquired_unix_ms: 1_764_160_000_123,
+            acquired_unix_ms: 1_764_158_467_123,
             released_unix_ms: 0,
             host: b"c123".to_vec(),
             label: b"step 2\nof 3 \\ \xff \x01 \xc3\xa9".to_vec(),
+            boot_id: b"d33a3355-a384-4131-80f2-36c6b2b0b4e1".to_vec(),
+            start_time: 71858,
+            mpi_rank: 0,
+            job_id: b"8812345_7".to_vec(),
+            array_task: b"7".to_vec(),
         }
     }
 
@@ -278,16 +376,44 @@ mod tests {
     #[test]
     fn text_is_readable_with_cat() {
         let text = String::from_utf8_lossy(&sample().to_text()).into_owned();
-        assert!(text.starts_with("hpclock-record 1\nstate=held\ngeneration=7\npid=4034097\nhost=c123\n"), "{text}");
-        assert!(text.contains("label=step 2\\nof 3 \\\\ "), "{text}");
-        assert_eq!(text.lines().count(), 9);
+        assert!(text.starts_with("hpclock-record 1\nstate=held\npid=4034097\nhost=c123\njob_id=8812345_7\n"), "{text}");
+        assert!(text.contains("\nlabel=step 2\\nof 3 \\\\ "), "{text}");
+        assert!(text.contains("\nacquired_utc=2025-11-26T12:01:07.123Z\nreleased_utc=\n"), "{text}");
+        let bytes = sample().to_text();
+        let body = &bytes[..find(&bytes, b"checksum=").unwrap()];
+        assert!(text.ends_with(&format!("\nchecksum=crc32:{:08x}\n", crc32(body))), "{text}");
     }
 
     #[test]
-    fn padding_and_unknown_keys_are_ignored() {
+    fn checksum_is_zlib_crc32() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn utc_text_handles_leap_years_and_unknown() {
+        assert_eq!(utc_text(0), "");
+        assert_eq!(utc_text(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(utc_text(1_798_761_599_999), "2026-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn padding_after_the_checksum_is_ignored_but_other_bytes_are_torn() {
         let mut text = sample().to_text();
-        text.extend_from_slice(b"boot_id=abc\n        \n");
+        text.extend_from_slice(b"        \n");
         assert_eq!(Record::parse(&text), Parsed::Record(sample()));
+        text.extend_from_slice(b"pid=1\n");
+        assert!(matches!(Record::parse(&text), Parsed::Torn(_)));
+    }
+
+    #[test]
+    fn any_changed_byte_is_torn() {
+        let text = sample().to_text();
+        for at in 17..text.len() - 1 {
+            let mut damaged = text.clone();
+            damaged[at] ^= 0x01;
+            assert!(!matches!(Record::parse(&damaged), Parsed::Record(_)), "byte {at} changed, still parsed");
+        }
+        assert!(matches!(Record::parse(&text[..text.len() / 2]), Parsed::Torn(_)));
     }
 
     #[test]
@@ -300,14 +426,14 @@ mod tests {
     fn legacy_two_line_format_is_a_record_of_that_pid() {
         let Parsed::Record(r) = Record::parse(b"4034097\n1764160000.5\n") else { panic!() };
         assert_eq!((r.state, r.pid, r.acquired_unix_ms), (State::Held, 4034097, 1_764_160_000_500));
+        assert_eq!(r.host, b"");
     }
 
     #[test]
-    fn foreign_and_torn_bytes_are_unreadable_not_errors() {
-        assert!(matches!(Record::parse(b"id,value\n1,2\n"), Parsed::Unreadable(m) if m.contains("id,value")));
-        assert!(matches!(Record::parse(b"hpclock-record 1\npid=12"), Parsed::Unreadable(m) if m.contains("torn")));
-        assert!(matches!(Record::parse(b"hpclock-record 1\nstate=held\npid=x\n"), Parsed::Unreadable(_)));
+    fn foreign_bytes_are_foreign_not_errors() {
+        assert!(matches!(Record::parse(b"id,value\n1,2\n"), Parsed::Foreign(m) if m.contains("id,value")));
+        assert!(matches!(Record::parse(b"hpclock-record 2\nstate=held\n"), Parsed::Foreign(m) if m.contains("newer")));
         let huge = vec![b'a'; 10 * MAX_RECORD_BYTES];
-        assert!(matches!(Record::parse(&huge), Parsed::Unreadable(_)));
+        assert!(matches!(Record::parse(&huge), Parsed::Foreign(_)));
     }
 }

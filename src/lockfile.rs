@@ -1,0 +1,111 @@
+//! The lock file as a file: opening it without following links, refusing
+//! what is not a regular file, and reading and writing the record with
+//! positioned I/O. Shared by the lock protocol and by the reader.
+
+use crate::record::MAX_RECORD_BYTES;
+use crate::status::{quote_path, Error};
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+pub(crate) fn c_path(path: &Path) -> Result<CString, Error> {
+    let bytes = path.as_os_str().as_bytes();
+    if bytes.is_empty() {
+        return Err(Error::invalid("lock path is empty"));
+    }
+    CString::new(bytes).map_err(|_| Error::invalid(format!("lock path {} contains a NUL byte", quote_path(path))))
+}
+
+pub(crate) fn open_fd(cpath: &CString, flags: i32, mode: u32) -> io::Result<OwnedFd> {
+    loop {
+        let fd = unsafe { libc::open(cpath.as_ptr(), flags, mode as libc::c_uint) };
+        if fd >= 0 {
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+pub(crate) fn open_error(what: &str, path: &Path, err: io::Error) -> Error {
+    let errno = err.raw_os_error().unwrap_or(0);
+    let hint = match errno {
+        libc::ELOOP => "the lock path is a symbolic link, which hpclock never follows",
+        libc::EISDIR => "the lock path is a directory; give the path of a file inside it",
+        libc::ENOENT => "the directory it would be created in does not exist",
+        _ => "",
+    };
+    Error::os_errno(what, path, errno, hint)
+}
+
+pub(crate) fn fstat(fd: &OwnedFd, path: &Path) -> Result<libc::stat, Error> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
+        return Err(Error::os("cannot stat lock file", path, io::Error::last_os_error()));
+    }
+    Ok(st)
+}
+
+pub(crate) fn check_regular(fd: &OwnedFd, path: &Path) -> Result<libc::stat, Error> {
+    let st = fstat(fd, path)?;
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => return Ok(st),
+        libc::S_IFIFO => "a FIFO",
+        libc::S_IFCHR => "a character device",
+        libc::S_IFBLK => "a block device",
+        libc::S_IFSOCK => "a socket",
+        libc::S_IFDIR => "a directory",
+        _ => "not a regular file",
+    };
+    Err(Error::invalid(format!("lock file {} is {kind}; hpclock locks only regular files", quote_path(path))))
+}
+
+
+/// Up to one byte more than a record may take, so that a file longer than a
+/// record (foreign or hostile) can be seen to be so.
+pub(crate) fn read_record_bytes(fd: &OwnedFd, path: &Path) -> Result<Vec<u8>, Error> {
+    let mut buf = vec![0u8; MAX_RECORD_BYTES + 1];
+    let mut got = 0;
+    while got < buf.len() {
+        let n = unsafe {
+            libc::pread(fd.as_raw_fd(), buf[got..].as_mut_ptr().cast(), buf.len() - got, got as libc::off_t)
+        };
+        match n {
+            0 => break,
+            n if n > 0 => got += n as usize,
+            _ => {
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::EINTR) {
+                    return Err(Error::os("cannot read lock file", path, err));
+                }
+            }
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
+}
+
+
+pub(crate) fn pwrite_all(fd: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < bytes.len() {
+        let n = unsafe {
+            libc::pwrite(fd.as_raw_fd(), bytes[done..].as_ptr().cast(), bytes.len() - done, done as libc::off_t)
+        };
+        if n > 0 {
+            done += n as usize;
+        } else if n == 0 {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        } else {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::EINTR) {
+                return Err(err);
+            }
+        }
+    }
+    Ok(())
+}
