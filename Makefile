@@ -29,7 +29,7 @@ lib: FORCE
 $(BUILD)/%: c-tests/%.c c-tests/harness.h include/hpclock.h lib
 	$(CC) $(CFLAGS_STRICT) -Iinclude $< -o $@ $(C_LINK)
 
-$(BUILD)/demo: examples/demo.c include/hpclock.h lib
+$(BUILD)/demo $(BUILD)/resume: $(BUILD)/%: examples/%.c include/hpclock.h lib
 	$(CC) $(CFLAGS_STRICT) -Iinclude $< -o $@ $(C_LINK)
 
 test: rust-test c-test
@@ -41,13 +41,23 @@ rust-test:
 CXX ?= c++
 
 # The header must compile as C11 and as C++ with every warning an error.
-c-test: $(BUILD)/test_core
+C_TESTS := $(patsubst c-tests/%.c,$(BUILD)/%,$(wildcard c-tests/test_*.c))
+
+c-test: $(C_TESTS)
 	$(CC) -std=c11 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c include/hpclock.h
 	$(CXX) -std=c++11 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c++ include/hpclock.h
-	$(BUILD)/test_core
+	@status=0; for t in $(C_TESTS); do echo "== $$t"; $$t || status=1; done; exit $$status
 
-demo: $(BUILD)/demo
+# The race over URLs, then one job three times: it crashes after step 2, is
+# resumed by the next run, and the third run finds the work done.
+demo: $(BUILD)/demo $(BUILD)/resume
 	$(BUILD)/demo
+	@dir=$$(mktemp -d "$${TMPDIR:-/tmp}/hpclock-resume-XXXXXX") && \
+	echo && echo "== a job that crashes, is requeued, and is requeued again (lock in $$dir)" && \
+	{ $(BUILD)/resume $$dir/run.lock $$dir/checkpoint --crash-after 2 || true; } && \
+	$(BUILD)/resume $$dir/run.lock $$dir/checkpoint && \
+	$(BUILD)/resume $$dir/run.lock $$dir/checkpoint && \
+	echo && echo "\$$ cat $$dir/run.lock" && cat $$dir/run.lock
 
 header:
 	HPCLOCK_UPDATE_HEADER=1 $(CARGO) build --locked

@@ -59,12 +59,12 @@ struct test {
 static char test_root[1024];
 static char test_dir[2048];
 
-static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw) {
+static inline int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw) {
     (void)st; (void)type; (void)ftw;
     return remove(path);
 }
 
-static void make_test_dir(const char *name) {
+static inline void make_test_dir(const char *name) {
     snprintf(test_dir, sizeof test_dir, "%s/%s", test_root, name);
     if (mkdir(test_dir, 0755) != 0 && errno != EEXIST) {
         perror(test_dir);
@@ -73,7 +73,7 @@ static void make_test_dir(const char *name) {
 }
 
 /* A path inside this test's directory; each call returns a new buffer. */
-static const char *tpath(const char *file) {
+static inline const char *tpath(const char *file) {
     static char buffers[8][PATH_MAX];
     static int next;
     char *p = buffers[next++ % 8];
@@ -83,13 +83,13 @@ static const char *tpath(const char *file) {
 
 /* ---- time ---- */
 
-static double now_seconds(void) {
+static inline double now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void sleep_ms(long ms) {
+static inline void sleep_ms(long ms) {
     struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
 }
@@ -97,7 +97,7 @@ static void sleep_ms(long ms) {
 /* ---- processes ---- */
 
 /* Memory shared with forked children. */
-static void *shared_alloc(size_t size) {
+static inline void *shared_alloc(size_t size) {
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
         perror("mmap");
@@ -107,7 +107,7 @@ static void *shared_alloc(size_t size) {
     return p;
 }
 
-static pid_t fork_or_die(void) {
+static inline pid_t fork_or_die(void) {
     fflush(NULL); /* no stdio buffer printed twice */
     pid_t pid = fork();
     if (pid < 0) {
@@ -118,7 +118,7 @@ static pid_t fork_or_die(void) {
 }
 
 /* Exit status of a child, or 128 + signal if a signal ended it. */
-static int wait_status(pid_t pid) {
+static inline int wait_status(pid_t pid) {
     int status;
     while (waitpid(pid, &status, 0) < 0) {
         if (errno != EINTR) return -1;
@@ -126,7 +126,7 @@ static int wait_status(pid_t pid) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-static void kill_and_reap(pid_t pid) {
+static inline void kill_and_reap(pid_t pid) {
     kill(pid, SIGKILL);
     wait_status(pid);
 }
@@ -135,33 +135,33 @@ static void kill_and_reap(pid_t pid) {
  * then all go at once (they see end-of-file together). */
 struct gate { int fd[2]; };
 
-static void gate_init(struct gate *g) {
+static inline void gate_init(struct gate *g) {
     if (pipe(g->fd) != 0) {
         perror("pipe");
         exit(2);
     }
 }
 
-static void gate_wait(struct gate *g) { /* in the child */
+static inline void gate_wait(struct gate *g) { /* in the child */
     char c;
     close(g->fd[1]);
     while (read(g->fd[0], &c, 1) < 0 && errno == EINTR) {}
     close(g->fd[0]);
 }
 
-static void gate_open(struct gate *g) { /* in the parent, after forking */
+static inline void gate_open(struct gate *g) { /* in the parent, after forking */
     close(g->fd[0]);
     close(g->fd[1]);
 }
 
 /* A one-byte signal from a child to the parent: "I am ready". */
-static void ready_send(int fd[2]) {
+static inline void ready_send(int fd[2]) {
     close(fd[0]);
     if (write(fd[1], "r", 1) != 1) _exit(3);
     close(fd[1]);
 }
 
-static int ready_wait(int fd[2]) {
+static inline int ready_wait(int fd[2]) {
     char c;
     ssize_t n;
     close(fd[1]);
@@ -171,7 +171,7 @@ static int ready_wait(int fd[2]) {
 }
 
 /* In a child: hold the lock on path until killed, telling the parent once held. */
-static pid_t spawn_holder(const char *path, int hold_ms) {
+static inline pid_t spawn_holder(const char *path, int hold_ms) {
     int ready[2];
     if (pipe(ready) != 0) exit(2);
     pid_t pid = fork_or_die();
@@ -196,7 +196,7 @@ static pid_t spawn_holder(const char *path, int hold_ms) {
 }
 
 /* In a child: one try_acquire (released at once); exit code is the status. */
-static int32_t try_in_child(const char *path) {
+static inline int32_t try_in_child(const char *path) {
     pid_t pid = fork_or_die();
     if (pid == 0) {
         hpclock_handle h;
@@ -209,7 +209,7 @@ static int32_t try_in_child(const char *path) {
 }
 
 /* Is a program on PATH? */
-static int have_program(const char *name) {
+static inline int have_program(const char *name) {
     const char *path = getenv("PATH");
     if (!path) return 0;
     char *copy = strdup(path);
@@ -225,7 +225,7 @@ static int have_program(const char *name) {
 
 /* A missing tool skips a test on a developer's machine, and fails it in CI,
  * where nothing may be skipped. */
-static enum outcome missing_tool(const char *name) {
+static inline enum outcome missing_tool(const char *name) {
     const char *ci = getenv("CI");
     if (ci && strcmp(ci, "true") == 0) {
         fprintf(stderr, "    %s is not installed, and CI=true: failing rather than skipping\n", name);
@@ -236,7 +236,7 @@ static enum outcome missing_tool(const char *name) {
 }
 
 /* Runs argv[0] from PATH in its own process group; returns its pid. */
-static pid_t spawn_program(char *const argv[]) {
+static inline pid_t spawn_program(char *const argv[]) {
     posix_spawnattr_t attr;
     posix_spawnattr_init(&attr);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP);
@@ -252,18 +252,18 @@ static pid_t spawn_program(char *const argv[]) {
     return pid;
 }
 
-static int run_program(char *const argv[]) {
+static inline int run_program(char *const argv[]) {
     pid_t pid = spawn_program(argv);
     return pid < 0 ? -1 : wait_status(pid);
 }
 
-static void kill_group_and_reap(pid_t pid) {
+static inline void kill_group_and_reap(pid_t pid) {
     kill(-pid, SIGKILL);
     wait_status(pid);
 }
 
 /* Waits up to `seconds` for a file to exist. */
-static int wait_for_file(const char *path, double seconds) {
+static inline int wait_for_file(const char *path, double seconds) {
     double until = now_seconds() + seconds;
     while (access(path, F_OK) != 0) {
         if (now_seconds() > until) return 0;
@@ -272,7 +272,7 @@ static int wait_for_file(const char *path, double seconds) {
     return 1;
 }
 
-static int file_equals(const char *path, const char *expected) {
+static inline int file_equals(const char *path, const char *expected) {
     char buf[4096];
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
@@ -283,7 +283,7 @@ static int file_equals(const char *path, const char *expected) {
 
 /* ---- the runner ---- */
 
-static int run_tests(const char *suite, const struct test *tests, size_t count) {
+static inline int run_tests(const char *suite, const struct test *tests, size_t count) {
     const char *tmp = getenv("TMPDIR");
     snprintf(test_root, sizeof test_root, "%s/hpclock-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", suite);
     if (!mkdtemp(test_root)) {
