@@ -41,12 +41,19 @@ rust-test:
 CXX ?= c++
 
 # The header must compile as C11 and as C++ with every warning an error.
-C_TESTS := $(patsubst c-tests/%.c,$(BUILD)/%,$(wildcard c-tests/test_*.c))
+# The core's tests run under both kernel lock primitives; test_fs runs once,
+# on the two-node rig that c-tests/fs_rig.sh mounts around it.
+C_TESTS := $(BUILD)/test_core $(BUILD)/test_record
 
-c-test: $(C_TESTS)
+c-test: $(C_TESTS) $(BUILD)/test_fs
 	$(CC) -std=c11 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c include/hpclock.h
 	$(CXX) -std=c++11 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c++ include/hpclock.h
-	@status=0; for t in $(C_TESTS); do echo "== $$t"; $$t || status=1; done; exit $$status
+	@status=0; for t in $(C_TESTS); do \
+	  echo "== $$t"; $$t || status=1; \
+	  echo "== $$t, with the primitive forced to OFD locks"; HPCLOCK_TEST_PRIMITIVE=ofd $$t || status=1; \
+	done; \
+	echo "== $(BUILD)/test_fs, on the two-node rig"; bash c-tests/fs_rig.sh $(BUILD)/test_fs || status=1; \
+	exit $$status
 
 # The race over URLs, then one job three times: it crashes after step 2, is
 # resumed by the next run, and the third run finds the work done.

@@ -262,6 +262,23 @@ static inline void kill_group_and_reap(pid_t pid) {
     wait_status(pid);
 }
 
+/* The kernel lock hpclock uses here: flock, or OFD where the filesystem (or
+ * HPCLOCK_TEST_PRIMITIVE=ofd) says so. */
+static inline int32_t primitive_here(void) {
+    hpclock_fs_info info;
+    if (hpclock_fs_check(test_dir, &info) != HPCLOCK_OK) {
+        fprintf(stderr, "    hpclock_fs_check(%s): %s\n", test_dir, hpclock_last_error());
+        exit(2);
+    }
+    return info.primitive;
+}
+
+/* Python's call that takes the same kind of lock as hpclock here: fcntl.flock
+ * for flock; for OFD, fcntl.lockf (a POSIX lock, which OFD locks conflict with). */
+static inline const char *python_lock_call(void) {
+    return primitive_here() == HPCLOCK_PRIMITIVE_OFD ? "lockf" : "flock";
+}
+
 /* Waits up to `seconds` for a file to exist. */
 static inline int wait_for_file(const char *path, double seconds) {
     double until = now_seconds() + seconds;

@@ -100,9 +100,39 @@
 #define HPCLOCK_STATE_DONE 3
 
 /**
- * The record keeps a job id in `hpclock_holder.job_id[64]`, NUL included.
+ * hpclock_fs_info.scope: cannot tell (FUSE without known lock support, unknown fs).
  */
-#define MAX_JOB_ID_BYTES 63
+#define HPCLOCK_SCOPE_UNKNOWN 0
+
+/**
+ * Node-private fs (ext4, xfs, tmpfs): complete among processes of this node, and other nodes see another file.
+ */
+#define HPCLOCK_SCOPE_NODE 1
+
+/**
+ * Shared fs whose locks are coherent across nodes (NFS with locking, Lustre -o flock, CephFS, GPFS via OFD locks).
+ */
+#define HPCLOCK_SCOPE_CLUSTER 2
+
+/**
+ * Shared fs whose locks exclude only within a node (Lustre localflock, NFS local_lock=flock|all or nolock, BeeGFS without global locks).
+ */
+#define HPCLOCK_SCOPE_SPLIT 3
+
+/**
+ * The fs refuses locks (Lustre noflock).
+ */
+#define HPCLOCK_SCOPE_NONE 4
+
+/**
+ * flock(2).
+ */
+#define HPCLOCK_PRIMITIVE_FLOCK 1
+
+/**
+ * fcntl F_OFD_SETLK on the whole file.
+ */
+#define HPCLOCK_PRIMITIVE_OFD 2
 
 /**
  * A held lock. 0 is never a valid handle; handles are never reused.
@@ -175,6 +205,32 @@ typedef struct hpclock_holder {
   char label[128];
 } hpclock_holder;
 
+/**
+ * What hpclock_fs_check() fills in: how far exclusion reaches on a filesystem.
+ */
+typedef struct hpclock_fs_info {
+  /**
+   * HPCLOCK_SCOPE_*.
+   */
+  int32_t scope;
+  /**
+   * HPCLOCK_PRIMITIVE_*: what acquire uses on this fs.
+   */
+  int32_t primitive;
+  /**
+   * statfs f_type.
+   */
+  uint64_t magic;
+  /**
+   * "ext4", "nfs4", "lustre", "gpfs", "fuse.sshfs", ...
+   */
+  char fs_type[32];
+  /**
+   * One sentence: why this scope, e.g. "/scratch is lustre mounted with localflock: ...".
+   */
+  char detail[256];
+} hpclock_fs_info;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -231,6 +287,14 @@ int32_t hpclock_holder_info(const char *path, struct hpclock_holder *out);
 int32_t hpclock_handle_info(hpclock_handle h,
                             struct hpclock_holder *mine,
                             struct hpclock_holder *previous);
+
+/**
+ * Where would a lock on path hold? path is the lock file, or where it would
+ * be created. scope says how far exclusion reaches (only CLUSTER excludes
+ * other nodes), primitive what acquire uses there, detail why, in one
+ * sentence. Takes no lock and creates nothing.
+ */
+int32_t hpclock_fs_check(const char *path, struct hpclock_fs_info *out);
 
 /**
  * The MPI rank this process was launched as, read from the launcher's

@@ -4,6 +4,7 @@
 
 #![allow(non_camel_case_types)]
 
+use crate::fs::{self, FsInfo};
 use crate::handles;
 use crate::holder;
 use crate::identity;
@@ -56,6 +57,21 @@ pub struct hpclock_holder {
     /// Scheduler job id, e.g. "8812345" or "8812345_7"; "" when none.
     pub job_id: [c_char; 64],
     pub label: [c_char; 128],
+}
+
+/// What hpclock_fs_check() fills in: how far exclusion reaches on a filesystem.
+#[repr(C)]
+pub struct hpclock_fs_info {
+    /// HPCLOCK_SCOPE_*.
+    pub scope: i32,
+    /// HPCLOCK_PRIMITIVE_*: what acquire uses on this fs.
+    pub primitive: i32,
+    /// statfs f_type.
+    pub magic: u64,
+    /// "ext4", "nfs4", "lustre", "gpfs", "fuse.sshfs", ...
+    pub fs_type: [c_char; 32],
+    /// One sentence: why this scope, e.g. "/scratch is lustre mounted with localflock: ...".
+    pub detail: [c_char; 256],
 }
 
 thread_local! {
@@ -183,6 +199,19 @@ fn holder_from(record: &Record) -> hpclock_holder {
     out
 }
 
+fn fs_info_from(info: &FsInfo) -> hpclock_fs_info {
+    let mut out = hpclock_fs_info {
+        scope: info.scope as i32,
+        primitive: info.primitive as i32,
+        magic: info.magic,
+        fs_type: [0; 32],
+        detail: [0; 256],
+    };
+    copy_c_string(&mut out.fs_type, info.fs_type.as_bytes());
+    copy_c_string(&mut out.detail, info.detail.as_bytes());
+    out
+}
+
 /// hpclock_acquire with default options: one try, no flags, mode 0644.
 #[no_mangle]
 pub unsafe extern "C" fn hpclock_try_acquire(path: *const c_char, out: *mut hpclock_handle) -> i32 {
@@ -289,6 +318,19 @@ pub unsafe extern "C" fn hpclock_handle_info(
         if let Some(previous) = previous.as_mut() {
             *previous = previous_record;
         }
+        Ok(Status::Ok)
+    })
+}
+
+/// Where would a lock on path hold? path is the lock file, or where it would
+/// be created. scope says how far exclusion reaches (only CLUSTER excludes
+/// other nodes), primitive what acquire uses there, detail why, in one
+/// sentence. Takes no lock and creates nothing.
+#[no_mangle]
+pub unsafe extern "C" fn hpclock_fs_check(path: *const c_char, out: *mut hpclock_fs_info) -> i32 {
+    status_call("hpclock_fs_check", || {
+        let out = out_arg(out, "fs info out-pointer")?;
+        *out = fs_info_from(&fs::check(path_arg(path)?)?);
         Ok(Status::Ok)
     })
 }

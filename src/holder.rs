@@ -5,6 +5,7 @@
 
 use crate::fs;
 use crate::identity;
+use crate::kernel_lock::{self, Seen};
 use crate::lockfile::{c_path, check_regular, open_error, open_fd, read_record_bytes};
 use crate::record::{Parsed, Record, State};
 use crate::status::{quote_path, Error};
@@ -27,8 +28,8 @@ pub struct Reading {
 /// What this node's kernel says about a lock on one inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KernelLock {
-    /// Locked; the pid /proc/locks gives (the process that took the lock).
-    Held(i64),
+    /// Locked, by this pid if the kernel names one (an OFD lock has none).
+    Held(Option<i64>),
     /// Not locked, and the table sees every lock on this filesystem.
     Free,
     /// Not locked here; on a shared filesystem another node may hold it.
@@ -54,10 +55,12 @@ pub fn holder_info(path: &Path) -> Result<Reading, Error> {
         std::thread::sleep(REREAD_PAUSE);
         parsed = Record::parse(&read_record_bytes(&fd, path)?);
     }
-    let kernel = match kernel_lock_holder(st.st_dev, st.st_ino) {
-        Some(pid) => KernelLock::Held(pid),
-        None if fs::lock_table_is_complete(&fd) => KernelLock::Free,
-        None => KernelLock::Unknown,
+    let magic = fs::magic_of(&fd, path)?;
+    let kernel = match kernel_lock::query(&fd, fs::primitive_for(magic), &st) {
+        Seen::Locked(pid) => KernelLock::Held(pid),
+        // On a node-private filesystem this node's kernel sees every lock.
+        Seen::NotLocked if fs::is_node_private(magic) => KernelLock::Free,
+        Seen::NotLocked | Seen::CannotTell => KernelLock::Unknown,
     };
     let (record, note) = match parsed {
         Parsed::Record(record) => (record, None),
@@ -87,12 +90,13 @@ fn never_taken(path: &Path, enoent: io::Error) -> Result<Reading, Error> {
 pub fn judge(mut record: Record, kernel: KernelLock) -> Record {
     match kernel {
         KernelLock::Held(pid) => {
-            if record.state != State::Held || record.pid != pid {
+            let record_names_holder = record.state == State::Held && pid.map_or(true, |pid| pid == record.pid);
+            if !record_names_holder {
                 // Locked by someone who wrote no record (flock(1), a script, or
                 // an acquirer about to write its own): the kernel's pid is all
                 // we know, and the lock is on this node.
                 record = Record {
-                    pid,
+                    pid: pid.unwrap_or(0),
                     generation: record.generation,
                     host: identity::host().as_bytes().to_vec(),
                     boot_id: identity::boot_id().as_bytes().to_vec(),
@@ -137,39 +141,6 @@ pub fn liveness(record: &Record) -> i32 {
     }
 }
 
-/// The pid holding a lock on (dev, ino) according to /proc/locks, if any.
-fn kernel_lock_holder(dev: libc::dev_t, ino: libc::ino_t) -> Option<i64> {
-    let table = std::fs::read_to_string("/proc/locks").ok()?;
-    let (major, minor) = (libc::major(dev) as u64, libc::minor(dev) as u64);
-    table.lines().find_map(|line| parse_lock_line(line).filter(|l| l.dev == (major, minor) && l.ino == ino as u64).map(|l| l.pid))
-}
-
-#[derive(Debug, PartialEq, Eq)]
-struct LockLine {
-    pid: i64,
-    dev: (u64, u64),
-    ino: u64,
-}
-
-/// One line of /proc/locks, e.g. `1: FLOCK  ADVISORY  WRITE 4031 fd:01:1234 0 EOF`
-/// (device as hex major:minor, inode in decimal; proc(5)). Lines with `->` are
-/// processes waiting for a lock, not holding one.
-fn parse_lock_line(line: &str) -> Option<LockLine> {
-    let mut fields = line.split_ascii_whitespace().skip(1);
-    let kind = fields.next()?;
-    if kind != "FLOCK" {
-        return None;
-    }
-    let _advisory = fields.next()?;
-    let _mode = fields.next()?;
-    let pid = fields.next()?.parse().ok()?;
-    let mut id = fields.next()?.split(':');
-    let major = u64::from_str_radix(id.next()?, 16).ok()?;
-    let minor = u64::from_str_radix(id.next()?, 16).ok()?;
-    let ino = id.next()?.parse().ok()?;
-    Some(LockLine { pid, dev: (major, minor), ino })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,15 +154,6 @@ mod tests {
             boot_id: identity::boot_id().as_bytes().to_vec(),
             ..Record::default()
         }
-    }
-
-    #[test]
-    fn lock_lines_are_read_and_waiters_skipped() {
-        let line = "1: FLOCK  ADVISORY  WRITE 4031 fd:01:1234 0 EOF";
-        assert_eq!(parse_lock_line(line), Some(LockLine { pid: 4031, dev: (0xfd, 1), ino: 1234 }));
-        assert_eq!(parse_lock_line("1: -> FLOCK  ADVISORY  WRITE 4032 fd:01:1234 0 EOF"), None);
-        assert_eq!(parse_lock_line("2: POSIX  ADVISORY  WRITE 99 00:2f:7 0 EOF"), None);
-        assert_eq!(parse_lock_line(""), None);
     }
 
     #[test]
@@ -215,10 +177,12 @@ mod tests {
         let start = identity::own_start_time();
         let stale = judge(held_here(me, start), KernelLock::Free);
         assert_eq!((stale.state, stale.alive), (State::Stale, 1));
-        let no_record = judge(Record { generation: 4, ..Record::default() }, KernelLock::Held(4031));
+        let no_record = judge(Record { generation: 4, ..Record::default() }, KernelLock::Held(Some(4031)));
         assert_eq!((no_record.state, no_record.pid, no_record.alive, no_record.generation), (State::Held, 4031, 1, 4));
         let dead = judge(held_here(i64::from(i32::MAX), 1), KernelLock::Unknown);
         assert_eq!((dead.state, dead.alive), (State::Stale, 0));
+        let ofd = judge(held_here(me, start), KernelLock::Held(None));
+        assert_eq!((ofd.state, ofd.pid, ofd.alive), (State::Held, me, 1));
         let done = judge(Record { state: State::Done, ..Record::default() }, KernelLock::Free);
         assert_eq!(done.state, State::Done);
     }

@@ -33,7 +33,7 @@ const RANK_VARIABLES: &[&str] = &[
 const JOB_VARIABLES: &[&str] = &["SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "FLUX_JOB_ID", "JOB_ID"];
 
 /// The record keeps a job id in `hpclock_holder.job_id[64]`, NUL included.
-pub const MAX_JOB_ID_BYTES: usize = 63;
+pub(crate) const MAX_JOB_ID_BYTES: usize = 63;
 
 static HOST: Lazy<String> = Lazy::new(|| {
     // SAFETY: utsname is plain old data; uname fills it or fails.

@@ -3,16 +3,19 @@
 //! One module per concern: `lock` is the lock-file protocol, `record` the
 //! holder record kept in the lock file, `holder` who holds a lock (read
 //! without locking), `identity` who we are, `fs` what the filesystem can
-//! promise, `lockfile` the file's I/O, `status` the outcomes and errors,
+//! promise, `kernel_lock` the kernel's flock and OFD locks, `lockfile` the
+//! file's I/O, `status` the outcomes and errors,
 //! `handles` the handle table, and `ffi` the thin C boundary over all of them. The C contract is ../shared/DESIGN.md.
 
-// cbindgen writes the header in this order: status codes, flags, states.
+// cbindgen writes the header in this order: status codes, flags, states,
+// scopes and primitives.
 pub mod status;
 pub mod lock;
 pub mod record;
 pub mod identity;
 pub mod holder;
 pub mod fs;
+mod kernel_lock;
 mod lockfile;
 mod handles;
 pub mod ffi;

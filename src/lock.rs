@@ -1,14 +1,16 @@
 //! The lock-file protocol of DESIGN §2: open → fstat → lock → re-check the
 //! inode → only then read the previous record and write ours.
 
+use crate::fs::{self, Primitive, Scope};
 use crate::holder;
 use crate::identity;
+use crate::kernel_lock;
 use crate::lockfile::{c_path, check_regular, open_error, open_fd, pwrite_all, read_record_bytes};
 use crate::record::{Parsed, Record, State, MAX_LABEL_BYTES, MAX_RECORD_BYTES};
 use crate::status::{quote_path, Error};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -24,10 +26,7 @@ pub const HPCLOCK_IGNORE_DONE: u32 = 8u32;
 const KNOWN_FLAGS: u32 = HPCLOCK_RANK0_ONLY | HPCLOCK_REQUIRE_CLUSTER | HPCLOCK_SYNC | HPCLOCK_IGNORE_DONE;
 /// Flags whose machinery this version does not have yet: refused rather than
 /// silently ignored, since ignoring REQUIRE_CLUSTER would be a false promise.
-const NOT_YET_SUPPORTED: &[(u32, &str)] = &[
-    (HPCLOCK_RANK0_ONLY, "HPCLOCK_RANK0_ONLY"),
-    (HPCLOCK_REQUIRE_CLUSTER, "HPCLOCK_REQUIRE_CLUSTER"),
-];
+const NOT_YET_SUPPORTED: &[(u32, &str)] = &[(HPCLOCK_RANK0_ONLY, "HPCLOCK_RANK0_ONLY")];
 
 /// How often the path may turn out to name another inode after locking
 /// before we give up: each time means someone unlinked or replaced the file.
@@ -94,6 +93,9 @@ pub struct Lock {
     /// Bytes in the file now: a shorter record is padded to this length so
     /// that no tail of an older one is left behind.
     file_len: usize,
+    primitive: Primitive,
+    /// fdatasync after each record write: HPCLOCK_SYNC, or a shared
+    /// filesystem, where a reader on another node must see the record (DESIGN §3).
     sync: bool,
     finished: bool,
     mine: Record,
@@ -103,17 +105,27 @@ pub struct Lock {
 pub fn acquire(path: &Path, opts: &Options) -> Result<Outcome, Error> {
     opts.validate()?;
     let cpath = c_path(path)?;
+    if opts.flags & HPCLOCK_REQUIRE_CLUSTER != 0 {
+        // Decided before the file is created: a refusal touches nothing.
+        let info = fs::check(path)?;
+        if info.scope != Scope::Cluster {
+            return Err(fs::unsafe_error(path, &info));
+        }
+    }
     let deadline = (opts.timeout_ms > 0)
         .then(|| Instant::now() + Duration::from_millis(opts.timeout_ms as u64));
     for _ in 0..MAX_REOPENS {
         let (fd, dev, ino) = open_lock_file(path, &cpath, opts.mode)?;
-        if !lock_exclusive(&fd, path, opts.timeout_ms, deadline)? {
+        let magic = fs::magic_of(&fd, path)?;
+        let primitive = fs::primitive_for(magic);
+        if !lock_exclusive(&fd, path, primitive, opts.timeout_ms, deadline)? {
             return Ok(Outcome::Busy);
         }
         if !still_names(path, &cpath, dev, ino)? {
             continue; // replaced or unlinked between our open and our lock
         }
-        return take_over(fd, path, opts);
+        let sync = opts.flags & HPCLOCK_SYNC != 0 || !fs::is_node_private(magic);
+        return take_over(fd, path, opts, primitive, sync);
     }
     Err(Error {
         status: crate::status::Status::Os,
@@ -126,7 +138,7 @@ pub fn acquire(path: &Path, opts: &Options) -> Result<Outcome, Error> {
 
 /// We hold the kernel lock on the inode the path names: read what the last
 /// holder left, and write our record.
-fn take_over(fd: OwnedFd, path: &Path, opts: &Options) -> Result<Outcome, Error> {
+fn take_over(fd: OwnedFd, path: &Path, opts: &Options, primitive: Primitive, sync: bool) -> Result<Outcome, Error> {
     let old_bytes = read_record_bytes(&fd, path)?;
     // Torn here means a holder died mid-write (we hold the lock, so no write
     // is under way): there is nothing more to learn from it than from no record.
@@ -160,7 +172,6 @@ fn take_over(fd: OwnedFd, path: &Path, opts: &Options) -> Result<Outcome, Error>
         job_id: job.id.as_bytes().to_vec(),
         array_task: job.array_task.as_bytes().to_vec(),
     };
-    let sync = opts.flags & HPCLOCK_SYNC != 0;
     let file_len = write_record(&fd, path, &mine, old_bytes.len(), &old_bytes, sync)
         .map_err(|mut e| {
             e.message.push_str("; the lock was not taken");
@@ -171,6 +182,7 @@ fn take_over(fd: OwnedFd, path: &Path, opts: &Options) -> Result<Outcome, Error>
         path: path.to_path_buf(),
         owner_pid: mine.pid,
         file_len,
+        primitive,
         sync,
         finished: false,
         mine,
@@ -218,7 +230,7 @@ impl Lock {
         // Unlock explicitly, not only by closing: a child forked while we held
         // the lock may still have the descriptor open, and the lock would
         // live on with it.
-        let unlocked = flock_retry(self.fd.as_raw_fd(), libc::LOCK_UN)
+        let unlocked = kernel_lock::unlock(&self.fd, self.primitive)
             .map_err(|e| Error::os("cannot unlock lock file", &self.path, e));
         match (written, unlocked) {
             (Ok(_), Ok(())) => Ok(()),
@@ -252,18 +264,17 @@ fn open_lock_file(path: &Path, cpath: &CString, mode: u32) -> Result<(OwnedFd, u
 
 /// Step 3: the exclusive lock. Ok(false) is "busy" (held elsewhere, or the
 /// timeout ran out).
-fn lock_exclusive(fd: &OwnedFd, path: &Path, timeout_ms: i64, deadline: Option<Instant>) -> Result<bool, Error> {
-    let raw = fd.as_raw_fd();
+fn lock_exclusive(fd: &OwnedFd, path: &Path, primitive: Primitive, timeout_ms: i64, deadline: Option<Instant>)
+    -> Result<bool, Error>
+{
     if timeout_ms < 0 {
         // Waiting without limit may block in the kernel; EINTR is retried.
-        return flock_retry(raw, libc::LOCK_EX).map(|()| true).map_err(|e| lock_error(path, e));
+        return kernel_lock::lock(fd, primitive, true).map_err(|e| lock_error(path, e));
     }
     let mut pause = FIRST_POLL;
     loop {
-        match flock_retry(raw, libc::LOCK_EX | libc::LOCK_NB) {
-            Ok(()) => return Ok(true),
-            Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => {}
-            Err(e) => return Err(lock_error(path, e)),
+        if kernel_lock::lock(fd, primitive, false).map_err(|e| lock_error(path, e))? {
+            return Ok(true);
         }
         // Instant is CLOCK_MONOTONIC: a clock step cannot stretch the wait.
         let Some(left) = deadline.and_then(|d| d.checked_duration_since(Instant::now())) else {
@@ -277,25 +288,19 @@ fn lock_exclusive(fd: &OwnedFd, path: &Path, timeout_ms: i64, deadline: Option<I
     }
 }
 
+/// A filesystem that refuses locks gets E_NOTSUP, with the mount option that
+/// would fix it where hpclock knows one (Lustre: -o flock).
 fn lock_error(path: &Path, err: io::Error) -> Error {
     let errno = err.raw_os_error().unwrap_or(0);
-    let hint = match errno {
-        libc::ENOSYS | libc::EOPNOTSUPP | libc::ENOLCK => "the filesystem refuses flock locks",
-        _ => "",
-    };
-    Error::os_errno("cannot lock", path, errno, hint)
-}
-
-fn flock_retry(fd: RawFd, op: i32) -> io::Result<()> {
-    loop {
-        if unsafe { libc::flock(fd, op) } == 0 {
-            return Ok(());
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINTR) {
-            return Err(err);
-        }
+    if !matches!(errno, libc::ENOSYS | libc::EOPNOTSUPP | libc::ENOLCK) {
+        return Error::os_errno("cannot lock", path, errno, "");
     }
+    let hint = match fs::check(path) {
+        Ok(info) if !info.fix.is_empty() => format!("{}: {}", info.detail, info.fix),
+        Ok(info) => format!("{}; the filesystem refuses locks", info.detail),
+        Err(_) => "the filesystem refuses locks".to_string(),
+    };
+    Error::os_errno("cannot lock", path, errno, &hint)
 }
 
 /// Step 4: after locking, the path must still name the inode we locked;

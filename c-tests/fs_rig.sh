@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Runs a test program (c-tests/test_fs.c) on a two-node rig: one backing
+# directory mounted twice with bindfs (FUSE) without lock forwarding — two
+# "nodes" whose flock is node-local, like Lustre localflock — and twice with
+# --enable-lock-forwarding — coherent, like Lustre -o flock; plus a fresh tmpfs
+# and a loop-mounted ext4 as node-private filesystems.
+#
+# Everything is mounted inside a private mount and pid namespace (unshare), so
+# every mount vanishes with it on every exit path, kill -9 included: when this
+# script (pid 1 there) ends, the kernel ends the bindfs daemons too.
+#
+# Usage: fs_rig.sh TEST_PROGRAM
+# Without root, unshare, bindfs or /dev/fuse the program runs without the rig,
+# and its rig tests say SKIPPED (or fail, with CI=true).
+set -u
+
+if [ "${1:-}" != --inside ]; then
+  test_program=$1
+  missing=()
+  [ "$(id -u)" = 0 ] || missing+=("root")
+  [ -c /dev/fuse ] || missing+=("/dev/fuse")
+  for tool in unshare bindfs mkfs.ext4; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  if ((${#missing[@]})); then
+    HPCLOCK_RIG_MISSING="${missing[*]}" exec "$test_program"
+  fi
+  exec unshare --mount --pid --fork --mount-proc --propagation private -- "$0" --inside "$test_program"
+fi
+
+test_program=$2
+root=$(mktemp -d "${TMPDIR:-/tmp}/hpclock-rig-XXXXXX") || exit 2
+mounts=()
+cleanup() {
+  local m
+  for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
+    m=${mounts[i]}
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null
+  done
+  rm -rf "$root"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mount_or_die() { # mount_or_die MOUNTPOINT COMMAND...
+  local point=$1
+  shift
+  mkdir -p "$point"
+  if ! "$@"; then
+    echo "fs_rig.sh: cannot mount $point: $*" >&2
+    exit 2
+  fi
+  mounts+=("$point")
+}
+
+mkdir -p "$root/backing"
+mount_or_die "$root/tmpfs" mount -t tmpfs -o size=16m hpclock-rig "$root/tmpfs"
+truncate -s 16M "$root/ext4.img" && mkfs.ext4 -q -F "$root/ext4.img" || exit 2
+mount_or_die "$root/ext4" mount -o loop "$root/ext4.img" "$root/ext4"
+mount_or_die "$root/split-a" bindfs "$root/backing" "$root/split-a"
+mount_or_die "$root/split-b" bindfs "$root/backing" "$root/split-b"
+# bindfs needs --multithreaded for lock forwarding (bindfs(1)).
+mount_or_die "$root/shared-a" bindfs --multithreaded --enable-lock-forwarding "$root/backing" "$root/shared-a"
+mount_or_die "$root/shared-b" bindfs --multithreaded --enable-lock-forwarding "$root/backing" "$root/shared-b"
+
+HPCLOCK_RIG_TMPFS=$root/tmpfs \
+HPCLOCK_RIG_EXT4=$root/ext4 \
+HPCLOCK_RIG_SPLIT_A=$root/split-a \
+HPCLOCK_RIG_SPLIT_B=$root/split-b \
+HPCLOCK_RIG_SHARED_A=$root/shared-a \
+HPCLOCK_RIG_SHARED_B=$root/shared-b \
+  "$test_program"
