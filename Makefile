@@ -12,7 +12,7 @@ LIBDIR  := $(BUILD)/lib
 CFLAGS_STRICT := -std=c11 -Wall -Wextra -Werror -O2 -g
 C_LINK  := -L$(LIBDIR) -lhpclock -Wl,-rpath,$(abspath $(LIBDIR)) -pthread
 
-.PHONY: all lib test rust-test c-test demo header clean FORCE
+.PHONY: all lib test rust-test c-test f-test mpi-test install-test demo header install uninstall clean FORCE
 
 all: lib
 
@@ -32,7 +32,30 @@ $(BUILD)/%: c-tests/%.c c-tests/harness.h include/hpclock.h lib
 $(BUILD)/demo $(BUILD)/resume: $(BUILD)/%: examples/%.c include/hpclock.h lib
 	$(CC) $(CFLAGS_STRICT) -Iinclude $< -o $@ $(C_LINK)
 
-test: rust-test c-test
+MPICC ?= mpicc
+$(BUILD)/mpi_guard: examples/mpi_guard.c include/hpclock.h lib
+	$(MPICC) $(CFLAGS_STRICT) -Iinclude $< -o $@ $(C_LINK)
+
+# ---- Fortran: the module is compiled with the program's own compiler (a
+# .mod file is compiler-specific), so it is installed as source ----
+ifeq ($(origin FC),default)
+FC := gfortran
+endif
+MPIFC ?= mpifort
+FFLAGS_STRICT := -std=f2008 -Wall -Wextra -Werror -pedantic -O2 -g
+FMOD := $(BUILD)/fmod
+
+$(FMOD)/hpclock.o: include/hpclock.f90
+	mkdir -p $(FMOD)
+	$(FC) $(FFLAGS_STRICT) -J$(FMOD) -c $< -o $@
+
+$(BUILD)/test_hpclock_f: f-tests/test_hpclock.f90 $(FMOD)/hpclock.o lib
+	$(FC) $(FFLAGS_STRICT) -I$(FMOD) $< $(FMOD)/hpclock.o -o $@ $(C_LINK)
+
+$(BUILD)/mpi_guard_f: examples/mpi_guard.f90 $(FMOD)/hpclock.o lib
+	$(MPIFC) $(FFLAGS_STRICT) -I$(FMOD) $< $(FMOD)/hpclock.o -o $@ $(C_LINK)
+
+test: rust-test c-test f-test mpi-test install-test
 
 # Includes the header drift check (src/lib.rs, committed_header_matches_generated).
 rust-test:
@@ -66,8 +89,67 @@ demo: $(BUILD)/demo $(BUILD)/resume
 	$(BUILD)/resume $$dir/run.lock $$dir/checkpoint && \
 	echo && echo "\$$ cat $$dir/run.lock" && cat $$dir/run.lock
 
+# Under real Open MPI; without mpicc the script reports its tests SKIPPED (or
+# failed, with CI=true).
+mpi-test:
+	if command -v $(MPICC) >/dev/null 2>&1; then $(MAKE) $(BUILD)/mpi_guard; fi
+	if command -v $(MPIFC) >/dev/null 2>&1; then $(MAKE) $(BUILD)/mpi_guard_f; fi
+	bash c-tests/test_mpi.sh $(BUILD)/mpi_guard $(BUILD)/mpi_guard_f
+
+# The Fortran module and a Fortran test program; without gfortran the script
+# reports its tests SKIPPED (or failed, with CI=true).
+f-test: lib
+	if command -v $(FC) >/dev/null 2>&1; then $(MAKE) $(BUILD)/test_hpclock_f; fi
+	bash f-tests/run.sh $(BUILD)/test_hpclock_f $(LIBDIR)/libhpclock.so include/hpclock.f90
+
+# make install into a temporary prefix, then pkg-config, CMake, static and
+# Fortran builds against it.
+install-test: lib
+	bash c-tests/test_install.sh
+
 header:
 	HPCLOCK_UPDATE_HEADER=1 $(CARGO) build --locked
+
+# ---- install: PREFIX and DESTDIR as usual ----
+DESTDIR ?=
+INSTALL_LIB := $(DESTDIR)$(PREFIX)/lib
+INSTALL_INC := $(DESTDIR)$(PREFIX)/include
+INSTALLED := $(INSTALL_LIB)/libhpclock.so.$(VERSION) $(INSTALL_LIB)/libhpclock.so.0 $(INSTALL_LIB)/libhpclock.so \
+             $(INSTALL_LIB)/libhpclock.a $(INSTALL_INC)/hpclock.h $(INSTALL_INC)/hpclock.f90 \
+             $(INSTALL_LIB)/pkgconfig/hpclock.pc \
+             $(INSTALL_LIB)/cmake/hpclock/hpclockConfig.cmake $(INSTALL_LIB)/cmake/hpclock/hpclockConfigVersion.cmake
+
+# The system libraries a static link needs, as rustc reports them for a
+# staticlib. hpclock itself links nothing native beyond what the standard
+# library does (no #[link], no link lines from build.rs but the cdylib's
+# soname), so an empty staticlib reports the same list in a second rather
+# than rebuilding the crate.
+$(BUILD)/native-static-libs:
+	mkdir -p $(BUILD)
+	echo 'pub fn f() {}' | rustc --edition 2021 --crate-type staticlib --crate-name nsl \
+	  --print native-static-libs -o $(BUILD)/nsl.a - 2>&1 | sed -n 's/^note: native-static-libs: //p' > $@.tmp
+	rm -f $(BUILD)/nsl.a
+	test -s $@.tmp && mv $@.tmp $@
+
+install: lib $(BUILD)/native-static-libs
+	install -d $(INSTALL_LIB)/pkgconfig $(INSTALL_LIB)/cmake/hpclock $(INSTALL_INC)
+	install -m 755 $(LIBDIR)/libhpclock.so.$(VERSION) $(INSTALL_LIB)/
+	ln -sf libhpclock.so.$(VERSION) $(INSTALL_LIB)/libhpclock.so.0
+	ln -sf libhpclock.so.0 $(INSTALL_LIB)/libhpclock.so
+	install -m 644 $(LIBDIR)/libhpclock.a $(INSTALL_LIB)/
+	install -m 644 include/hpclock.h include/hpclock.f90 $(INSTALL_INC)/
+	libs="$$(cat $(BUILD)/native-static-libs)"; \
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' -e "s|@NATIVE_STATIC_LIBS@|$$libs|g" \
+	  packaging/hpclock.pc.in > $(INSTALL_LIB)/pkgconfig/hpclock.pc; \
+	cmake_libs="$$(echo $$libs | sed -e 's/-l//g' -e 's/ /;/g')"; \
+	sed -e 's|@VERSION@|$(VERSION)|g' -e "s|@NATIVE_STATIC_LIBS_CMAKE@|$$cmake_libs|g" \
+	  packaging/hpclockConfig.cmake.in > $(INSTALL_LIB)/cmake/hpclock/hpclockConfig.cmake
+	sed -e 's|@VERSION@|$(VERSION)|g' packaging/hpclockConfigVersion.cmake.in \
+	  > $(INSTALL_LIB)/cmake/hpclock/hpclockConfigVersion.cmake
+
+uninstall:
+	rm -f $(INSTALLED)
+	-rmdir $(INSTALL_LIB)/cmake/hpclock 2>/dev/null
 
 clean:
 	$(CARGO) clean

@@ -243,6 +243,47 @@ static enum outcome exec_does_not_inherit_the_lock(void) {
     return PASS;
 }
 
+/* ---- the MPI rank-0 guard, from the launcher's environment ---- */
+
+/* Run as `test_core --rank0-probe PATH`: exit code 10 + the status of an
+ * acquire with HPCLOCK_RANK0_ONLY (then released). */
+static int rank0_probe(const char *path) {
+    hpclock_options opts;
+    hpclock_options_init(&opts);
+    opts.flags = HPCLOCK_RANK0_ONLY;
+    hpclock_handle h = 5;
+    int32_t rc = hpclock_acquire(path, &opts, &h);
+    if (rc == HPCLOCK_OK) hpclock_release(h);
+    else if (h != 0) return 99;
+    return 10 + rc;
+}
+
+/* A fresh process (the rank is read once per process, as launchers set it
+ * before main) with one variable of DESIGN §5 set. */
+static int32_t rank0_probe_with(const char *variable, const char *value, const char *path) {
+    pid_t child = fork_or_die();
+    if (child == 0) {
+        static const char *const all[] = { "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "MV2_COMM_WORLD_RANK",
+                                           "PALS_RANKID", "ALPS_APP_PE", "FLUX_TASK_RANK", "SLURM_PROCID" };
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) unsetenv(all[i]);
+        if (variable) setenv(variable, value, 1);
+        execl("/proc/self/exe", "test_core", "--rank0-probe", path, (char *)NULL);
+        _exit(98);
+    }
+    return wait_status(child) - 10;
+}
+
+static enum outcome rank0_only_is_not_rank0_elsewhere_and_touches_nothing(void) {
+    const char *path = tpath("rank0.lock");
+    CHECK(rank0_probe_with("PMI_RANK", "2", path) == HPCLOCK_NOT_RANK0);
+    CHECK(rank0_probe_with("SLURM_PROCID", "17", path) == HPCLOCK_NOT_RANK0);
+    CHECK(access(path, F_OK) != 0); /* no rank but 0 created (or opened) the file */
+    CHECK(rank0_probe_with("OMPI_COMM_WORLD_RANK", "0", path) == HPCLOCK_OK);
+    CHECK(rank0_probe_with(NULL, NULL, path) == HPCLOCK_OK); /* no MPI at all: rank 0 */
+    CHECK(access(path, F_OK) == 0);
+    return PASS;
+}
+
 /* ---- threads ---- */
 
 enum { THREADS = 8 };
@@ -534,12 +575,12 @@ static enum outcome mode_is_honoured_for_new_files(void) {
     return PASS;
 }
 
-static enum outcome flags_of_later_features_and_unknown_bits_are_refused(void) {
+static enum outcome unknown_flag_bits_are_refused(void) {
     const char *path = tpath("flags.lock");
     hpclock_options opts;
     hpclock_options_init(&opts);
     hpclock_handle h = 5;
-    uint32_t refused[] = { HPCLOCK_RANK0_ONLY, 0x100u };
+    uint32_t refused[] = { 0x100u, 0x80000000u };
     for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
         opts.flags = refused[i];
         CHECK_RC(hpclock_acquire(path, &opts, &h), HPCLOCK_E_INVALID);
@@ -747,6 +788,7 @@ static const struct test tests[] = {
       release_frees_lock_while_forked_child_still_has_descriptor },
     { "waiter_on_replaced_file_does_not_win_the_old_inode", waiter_on_replaced_file_does_not_win_the_old_inode },
     { "exec_does_not_inherit_the_lock", exec_does_not_inherit_the_lock },
+    { "rank0_only_is_not_rank0_elsewhere_and_touches_nothing", rank0_only_is_not_rank0_elsewhere_and_touches_nothing },
     { "eight_threads_of_one_process_one_winner", eight_threads_of_one_process_one_winner },
     { "interop_with_util_linux_flock", interop_with_util_linux_flock },
     { "interop_with_python_fcntl_flock", interop_with_python_fcntl_flock },
@@ -757,7 +799,7 @@ static const struct test tests[] = {
     { "generation_rises_by_one_per_acquisition", generation_rises_by_one_per_acquisition },
     { "complete_makes_later_acquires_done_until_ignore_done", complete_makes_later_acquires_done_until_ignore_done },
     { "mode_is_honoured_for_new_files", mode_is_honoured_for_new_files },
-    { "flags_of_later_features_and_unknown_bits_are_refused", flags_of_later_features_and_unknown_bits_are_refused },
+    { "unknown_flag_bits_are_refused", unknown_flag_bits_are_refused },
     { "label_longer_than_127_bytes_is_refused", label_longer_than_127_bytes_is_refused },
     { "null_and_empty_paths_are_invalid", null_and_empty_paths_are_invalid },
     { "null_out_pointers_are_invalid", null_out_pointers_are_invalid },
@@ -774,5 +816,6 @@ static const struct test tests[] = {
 
 int main(int argc, char **argv) {
     if (argc == 3 && strcmp(argv[1], "--exec-probe") == 0) return exec_probe(argv[2]);
+    if (argc == 3 && strcmp(argv[1], "--rank0-probe") == 0) return rank0_probe(argv[2]);
     return run_tests("core", tests, sizeof tests / sizeof tests[0]);
 }

@@ -249,8 +249,9 @@ void hpclock_options_init(struct hpclock_options *opts);
  * Takes the lock on path, creating the file if needed (never truncating it).
  * HPCLOCK_OK: you hold it, *out is the handle: do the work, then release or
  * complete. HPCLOCK_BUSY: someone else holds it (see hpclock_holder_info).
- * HPCLOCK_DONE: the work was completed earlier. On every outcome but
- * HPCLOCK_OK, *out is 0. opts may be NULL for the defaults.
+ * HPCLOCK_DONE: the work was completed earlier. HPCLOCK_NOT_RANK0: the flag
+ * HPCLOCK_RANK0_ONLY on an MPI rank other than 0 (nothing was touched). On
+ * every outcome but HPCLOCK_OK, *out is 0. opts may be NULL for the defaults.
  */
 int32_t hpclock_acquire(const char *path, const struct hpclock_options *opts, hpclock_handle *out);
 

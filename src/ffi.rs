@@ -237,8 +237,9 @@ pub unsafe extern "C" fn hpclock_options_init(opts: *mut hpclock_options) {
 /// Takes the lock on path, creating the file if needed (never truncating it).
 /// HPCLOCK_OK: you hold it, *out is the handle: do the work, then release or
 /// complete. HPCLOCK_BUSY: someone else holds it (see hpclock_holder_info).
-/// HPCLOCK_DONE: the work was completed earlier. On every outcome but
-/// HPCLOCK_OK, *out is 0. opts may be NULL for the defaults.
+/// HPCLOCK_DONE: the work was completed earlier. HPCLOCK_NOT_RANK0: the flag
+/// HPCLOCK_RANK0_ONLY on an MPI rank other than 0 (nothing was touched). On
+/// every outcome but HPCLOCK_OK, *out is 0. opts may be NULL for the defaults.
 #[no_mangle]
 pub unsafe extern "C" fn hpclock_acquire(
     path: *const c_char,
@@ -256,6 +257,7 @@ pub unsafe extern "C" fn hpclock_acquire(
             }
             Outcome::Busy => Ok(Status::Busy),
             Outcome::Done(_) => Ok(Status::Done),
+            Outcome::NotRank0 => Ok(Status::NotRank0),
         }
     })
 }

@@ -24,9 +24,6 @@ pub const HPCLOCK_SYNC: u32 = 4u32;
 pub const HPCLOCK_IGNORE_DONE: u32 = 8u32;
 
 const KNOWN_FLAGS: u32 = HPCLOCK_RANK0_ONLY | HPCLOCK_REQUIRE_CLUSTER | HPCLOCK_SYNC | HPCLOCK_IGNORE_DONE;
-/// Flags whose machinery this version does not have yet: refused rather than
-/// silently ignored, since ignoring REQUIRE_CLUSTER would be a false promise.
-const NOT_YET_SUPPORTED: &[(u32, &str)] = &[(HPCLOCK_RANK0_ONLY, "HPCLOCK_RANK0_ONLY")];
 
 /// How often the path may turn out to name another inode after locking
 /// before we give up: each time means someone unlinked or replaced the file.
@@ -57,12 +54,6 @@ impl Options {
         if unknown != 0 {
             return Err(Error::invalid(format!("unknown flag bits 0x{unknown:x} in hpclock_options.flags")));
         }
-        for &(flag, name) in NOT_YET_SUPPORTED {
-            if self.flags & flag != 0 {
-                return Err(Error::invalid(format!(
-                    "{name} is not supported by hpclock {} yet", env!("CARGO_PKG_VERSION"))));
-            }
-        }
         if self.mode & !0o7777 != 0 {
             return Err(Error::invalid(format!("mode 0{:o} has bits beyond 07777", self.mode)));
         }
@@ -81,6 +72,8 @@ pub enum Outcome {
     Busy,
     /// The record says the work was completed earlier; this is that record.
     Done(Record),
+    /// HPCLOCK_RANK0_ONLY on an MPI rank other than 0: nothing was touched.
+    NotRank0,
 }
 
 /// A held lock: the open descriptor that carries the kernel lock, and the
@@ -105,6 +98,11 @@ pub struct Lock {
 pub fn acquire(path: &Path, opts: &Options) -> Result<Outcome, Error> {
     opts.validate()?;
     let cpath = c_path(path)?;
+    if opts.flags & HPCLOCK_RANK0_ONLY != 0 && identity::mpi_rank() > 0 {
+        // Before any filesystem call: with thousands of ranks, only one
+        // process may touch the parallel filesystem's metadata server.
+        return Ok(Outcome::NotRank0);
+    }
     if opts.flags & HPCLOCK_REQUIRE_CLUSTER != 0 {
         // Decided before the file is created: a refusal touches nothing.
         let info = fs::check(path)?;
