@@ -8,6 +8,7 @@
 
 use crate::lockfile::{c_path, open_fd};
 use crate::status::{quote_path, Error};
+use once_cell::sync::Lazy;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -144,12 +145,16 @@ pub fn primitive_for(magic: u64) -> Primitive {
     }
 }
 
+/// Read once per process, like the rest of the environment hpclock uses.
 fn primitive_override() -> Option<Primitive> {
-    match std::env::var(PRIMITIVE_OVERRIDE_VARIABLE).ok()?.as_str() {
-        "ofd" => Some(Primitive::Ofd),
-        "flock" => Some(Primitive::Flock),
-        _ => None,
-    }
+    static OVERRIDE: Lazy<Option<Primitive>> = Lazy::new(|| {
+        match std::env::var(PRIMITIVE_OVERRIDE_VARIABLE).ok()?.as_str() {
+            "ofd" => Some(Primitive::Ofd),
+            "flock" => Some(Primitive::Flock),
+            _ => None,
+        }
+    });
+    *OVERRIDE
 }
 
 /// The decision of DESIGN §4, row by row.

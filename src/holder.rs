@@ -159,7 +159,7 @@ mod tests {
     #[test]
     fn a_reused_pid_is_not_the_holder() {
         let me = identity::pid();
-        let start = identity::own_start_time();
+        let start = identity::own_start_time(me);
         assert_eq!(liveness(&held_here(me, start)), 1);
         assert_eq!(liveness(&held_here(me, start + 1)), 0);
         let mut other_boot = held_here(me, start);
@@ -174,7 +174,7 @@ mod tests {
     #[test]
     fn the_kernel_wins_over_the_record() {
         let me = identity::pid();
-        let start = identity::own_start_time();
+        let start = identity::own_start_time(me);
         let stale = judge(held_here(me, start), KernelLock::Free);
         assert_eq!((stale.state, stale.alive), (State::Stale, 1));
         let no_record = judge(Record { generation: 4, ..Record::default() }, KernelLock::Held(Some(4031)));

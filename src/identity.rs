@@ -153,12 +153,12 @@ extern "C" fn forget_start_time_in_child() {
     START_TIME_PID.store(0, Ordering::SeqCst);
 }
 
-/// This process's start time (0 if /proc cannot tell).
-pub fn own_start_time() -> u64 {
+/// This process's start time (0 if /proc cannot tell); `pid` is [`pid()`],
+/// which the caller has at hand.
+pub fn own_start_time(pid: i64) -> u64 {
     FORGET_ON_FORK.call_once(|| unsafe {
         libc::pthread_atfork(None, None, Some(forget_start_time_in_child));
     });
-    let pid = pid();
     if START_TIME_PID.load(Ordering::Acquire) == pid {
         return START_TIME.load(Ordering::Relaxed);
     }
@@ -208,7 +208,7 @@ mod tests {
 
     #[test]
     fn own_start_time_matches_proc() {
-        let start = own_start_time();
+        let start = own_start_time(pid());
         assert!(start > 0);
         assert_eq!(process_stat(pid()).unwrap().start_time, start);
     }

@@ -31,7 +31,7 @@ const MAX_REOPENS: u32 = 64;
 /// Timed waits poll: start short for a fast hand-off, grow to keep a long
 /// wait cheap for the filesystem, never beyond this.
 const FIRST_POLL: Duration = Duration::from_millis(1);
-const MAX_POLL: Duration = Duration::from_millis(10);
+const MAX_POLL: Duration = Duration::from_millis(5);
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
@@ -154,10 +154,11 @@ fn take_over(fd: OwnedFd, path: &Path, opts: &Options, primitive: Primitive, syn
         return Ok(Outcome::Done(previous)); // dropping fd unlocks: nothing written
     }
     let job = identity::job();
+    let pid = identity::pid();
     let mine = Record {
         state: State::Held,
         alive: 1,
-        pid: identity::pid(),
+        pid,
         uid: identity::uid(),
         generation: previous.generation.saturating_add(1),
         acquired_unix_ms: identity::now_unix_ms(),
@@ -165,7 +166,7 @@ fn take_over(fd: OwnedFd, path: &Path, opts: &Options, primitive: Primitive, syn
         host: identity::host().as_bytes().to_vec(),
         label: opts.label.clone(),
         boot_id: identity::boot_id().as_bytes().to_vec(),
-        start_time: identity::own_start_time(),
+        start_time: identity::own_start_time(pid),
         mpi_rank: identity::mpi_rank(),
         job_id: job.id.as_bytes().to_vec(),
         array_task: job.array_task.as_bytes().to_vec(),

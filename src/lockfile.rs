@@ -76,6 +76,12 @@ pub(crate) fn read_record_bytes(fd: &OwnedFd, path: &Path) -> Result<Vec<u8>, Er
         };
         match n {
             0 => break,
+            // A regular file gives less than asked only at its end: no
+            // second call just to be told so.
+            n if n > 0 && (n as usize) < buf.len() - got => {
+                got += n as usize;
+                break;
+            }
             n if n > 0 => got += n as usize,
             _ => {
                 let err = io::Error::last_os_error();

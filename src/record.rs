@@ -112,40 +112,37 @@ pub enum Parsed {
     Foreign(String),
 }
 
-const CHECKSUM_KEY: &[u8] = b"checksum=crc32:";
+const MAX_BOOT_ID_BYTES: usize = 64;
 
 impl Record {
     /// The record as text, at most [`MAX_RECORD_BYTES`]: every field is
     /// capped, so it always fits. Fields a person looks for come first; the
     /// last line is a CRC-32 (zlib's) of everything before it.
     pub fn to_text(&self) -> Vec<u8> {
+        use std::io::Write;
+        // Written straight into one buffer, without a String per field: this
+        // runs twice per acquire and release. Writing into a Vec cannot fail.
         let mut out = Vec::with_capacity(640);
-        out.extend_from_slice(VERSION_LINE.as_bytes());
-        out.push(b'\n');
-        let mut field = |key: &str, value: &[u8], cap: usize| {
-            out.extend_from_slice(key.as_bytes());
-            out.push(b'=');
-            escape_into(&mut out, &value[..value.len().min(cap)]);
-            out.push(b'\n');
-        };
-        field("state", self.state.as_word().as_bytes(), 8);
-        field("pid", self.pid.to_string().as_bytes(), 32);
-        field("host", &self.host, MAX_HOST_BYTES);
-        field("job_id", &self.job_id, MAX_JOB_ID_BYTES);
-        field("array_task", &self.array_task, MAX_JOB_ID_BYTES);
-        field("mpi_rank", self.mpi_rank.to_string().as_bytes(), 32);
-        field("label", &self.label, MAX_LABEL_BYTES);
-        field("acquired_utc", utc_text(self.acquired_unix_ms).as_bytes(), 32);
-        field("released_utc", utc_text(self.released_unix_ms).as_bytes(), 32);
-        field("generation", self.generation.to_string().as_bytes(), 32);
-        field("uid", self.uid.to_string().as_bytes(), 32);
-        field("acquired_unix_ms", self.acquired_unix_ms.to_string().as_bytes(), 32);
-        field("released_unix_ms", self.released_unix_ms.to_string().as_bytes(), 32);
-        field("boot_id", &self.boot_id, 64);
-        field("start_time", self.start_time.to_string().as_bytes(), 32);
+        let _ = write!(out, "{VERSION_LINE}\nstate={}\npid={}\n", self.state.as_word(), self.pid);
+        bytes_field(&mut out, "host", &self.host, MAX_HOST_BYTES);
+        bytes_field(&mut out, "job_id", &self.job_id, MAX_JOB_ID_BYTES);
+        bytes_field(&mut out, "array_task", &self.array_task, MAX_JOB_ID_BYTES);
+        let _ = writeln!(out, "mpi_rank={}", self.mpi_rank);
+        bytes_field(&mut out, "label", &self.label, MAX_LABEL_BYTES);
+        let _ = write!(
+            out,
+            "acquired_utc={}\nreleased_utc={}\ngeneration={}\nuid={}\nacquired_unix_ms={}\nreleased_unix_ms={}\n",
+            Utc(self.acquired_unix_ms),
+            Utc(self.released_unix_ms),
+            self.generation,
+            self.uid,
+            self.acquired_unix_ms,
+            self.released_unix_ms
+        );
+        bytes_field(&mut out, "boot_id", &self.boot_id, MAX_BOOT_ID_BYTES);
+        let _ = writeln!(out, "start_time={}", self.start_time);
         let sum = crc32(&out);
-        out.extend_from_slice(CHECKSUM_KEY);
-        out.extend_from_slice(format!("{sum:08x}\n").as_bytes());
+        let _ = writeln!(out, "checksum=crc32:{sum:08x}");
         debug_assert!(out.len() <= MAX_RECORD_BYTES);
         out
     }
@@ -169,15 +166,15 @@ impl Record {
             return parse_legacy(bytes)
                 .map_or_else(|| Parsed::Foreign(describe_foreign(first)), Parsed::Record);
         }
-        let body_end = match find(bytes, b"\nchecksum=") {
-            Some(at) => at + 1,
+        let body_end = match line_starting_with(bytes, b"checksum=crc32:") {
+            Some(at) => at,
             None => return Parsed::Torn("the record has no checksum line (cut short?)".into()),
         };
         let (body, tail) = bytes.split_at(body_end);
         let sum_line = tail.split(|&b| b == b'\n').next().unwrap_or_default();
         let after_sum = &tail[(sum_line.len() + 1).min(tail.len())..];
-        let expected = format!("crc32:{:08x}", crc32(body));
-        if sum_line.strip_prefix(b"checksum=") != Some(expected.as_bytes()) {
+        let written_sum = std::str::from_utf8(&sum_line[15..]).ok().and_then(|hex| u32::from_str_radix(hex, 16).ok());
+        if sum_line.len() != 15 + 8 || written_sum != Some(crc32(body)) {
             return Parsed::Torn("the record's checksum does not match (a write under way, or damage)".into());
         }
         if !after_sum.iter().all(u8::is_ascii_whitespace) {
@@ -192,8 +189,9 @@ fn parse_fields(body: &[u8]) -> Parsed {
     let mut saw_state = false;
     for line in body.split(|&b| b == b'\n').skip(1) {
         let Some(eq) = line.iter().position(|&b| b == b'=') else { continue };
-        let (key, value) = (&line[..eq], unescape(&line[eq + 1..]));
-        let text = std::str::from_utf8(&value).unwrap_or("");
+        let (key, raw) = (&line[..eq], &line[eq + 1..]);
+        // Numbers and words are never escaped; only byte fields are unescaped.
+        let text = std::str::from_utf8(raw).unwrap_or("");
         let ok = match key {
             b"state" => {
                 saw_state = true;
@@ -206,11 +204,11 @@ fn parse_fields(body: &[u8]) -> Parsed {
             b"start_time" => text.parse().map(|v| record.start_time = v).is_ok(),
             b"acquired_unix_ms" => text.parse().map(|v| record.acquired_unix_ms = v).is_ok(),
             b"released_unix_ms" => text.parse().map(|v| record.released_unix_ms = v).is_ok(),
-            b"host" => store(&mut record.host, value),
-            b"label" => store(&mut record.label, value),
-            b"boot_id" => store(&mut record.boot_id, value),
-            b"job_id" => store(&mut record.job_id, value),
-            b"array_task" => store(&mut record.array_task, value),
+            b"host" => store(&mut record.host, raw),
+            b"label" => store(&mut record.label, raw),
+            b"boot_id" => store(&mut record.boot_id, raw),
+            b"job_id" => store(&mut record.job_id, raw),
+            b"array_task" => store(&mut record.array_task, raw),
             _ => true, // for people (acquired_utc, ...) or from a later version
         };
         if !ok {
@@ -223,22 +221,50 @@ fn parse_fields(body: &[u8]) -> Parsed {
     Parsed::Record(record)
 }
 
-fn store(field: &mut Vec<u8>, value: Vec<u8>) -> bool {
-    *field = value;
+fn store(field: &mut Vec<u8>, escaped: &[u8]) -> bool {
+    *field = unescape(escaped);
     true
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+/// Where the first line that starts with `prefix` begins.
+fn line_starting_with(text: &[u8], prefix: &[u8]) -> Option<usize> {
+    let mut start = 0;
+    loop {
+        if text[start..].starts_with(prefix) {
+            return Some(start);
+        }
+        start += text[start..].iter().position(|&b| b == b'\n')? + 1;
+    }
 }
 
-/// CRC-32 as zlib computes it (`python3 -c 'import zlib; ...'` can check a record).
+/// CRC-32 as zlib computes it (`python3 -c 'import zlib; ...'` can check a
+/// record), eight bytes a step ("slicing-by-8", Intel 2008): it runs over
+/// every record written and read, on the acquire path.
 fn crc32(bytes: &[u8]) -> u32 {
-    !bytes.iter().fold(!0u32, |crc, &b| CRC_TABLE[((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8))
+    let t = &CRC_TABLES;
+    let mut crc = !0u32;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let lo = crc ^ u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        crc = t[7][(lo & 0xFF) as usize]
+            ^ t[6][((lo >> 8) & 0xFF) as usize]
+            ^ t[5][((lo >> 16) & 0xFF) as usize]
+            ^ t[4][(lo >> 24) as usize]
+            ^ t[3][usize::from(c[4])]
+            ^ t[2][usize::from(c[5])]
+            ^ t[1][usize::from(c[6])]
+            ^ t[0][usize::from(c[7])];
+    }
+    for &b in chunks.remainder() {
+        crc = t[0][((crc ^ u32::from(b)) & 0xFF) as usize] ^ (crc >> 8);
+    }
+    !crc
 }
 
-const CRC_TABLE: [u32; 256] = {
-    let mut table = [0u32; 256];
+/// tables[0] is the classic byte table; tables[k][i] is tables[k-1][i] run
+/// through one more zero byte.
+const CRC_TABLES: [[u32; 256]; 8] = {
+    let mut tables = [[0u32; 256]; 8];
     let mut i = 0;
     while i < 256 {
         let mut crc = i as u32;
@@ -247,32 +273,47 @@ const CRC_TABLE: [u32; 256] = {
             crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
             bit += 1;
         }
-        table[i] = crc;
+        tables[0][i] = crc;
         i += 1;
     }
-    table
+    let mut k = 1;
+    while k < 8 {
+        let mut i = 0;
+        while i < 256 {
+            let prev = tables[k - 1][i];
+            tables[k][i] = (prev >> 8) ^ tables[0][(prev & 0xFF) as usize];
+            i += 1;
+        }
+        k += 1;
+    }
+    tables
 };
 
 /// `2026-11-26T12:01:07.123Z`, or "" for 0 (unknown): for a person reading
 /// the file; readers use the *_unix_ms fields.
-fn utc_text(unix_ms: i64) -> String {
-    if unix_ms <= 0 {
-        return String::new();
+struct Utc(i64);
+
+impl std::fmt::Display for Utc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unix_ms = self.0;
+        if unix_ms <= 0 {
+            return Ok(());
+        }
+        let (days, ms_of_day) = (unix_ms.div_euclid(86_400_000), unix_ms.rem_euclid(86_400_000));
+        // Civil date from days since 1970-01-01 (H. Hinnant, "chrono-Compatible
+        // Low-Level Date Algorithms").
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let (h, m, s, ms) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000);
+        write!(f, "{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
     }
-    let (days, ms_of_day) = (unix_ms.div_euclid(86_400_000), unix_ms.rem_euclid(86_400_000));
-    // Civil date from days since 1970-01-01 (H. Hinnant, "chrono-Compatible
-    // Low-Level Date Algorithms").
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let (h, m, s, ms) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000);
-    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
 }
 
 /// The seed's format, still written by existing Python scripts: `PID\nUNIX_TIME\n`.
@@ -299,19 +340,31 @@ fn describe_foreign(first_line: &[u8]) -> String {
     format!("not an hpclock record (first line: \"{}\")", String::from_utf8_lossy(&escaped))
 }
 
+/// `key=value\n`, the value cut to `cap` bytes and escaped.
+fn bytes_field(out: &mut Vec<u8>, key: &str, value: &[u8], cap: usize) {
+    out.extend_from_slice(key.as_bytes());
+    out.push(b'=');
+    escape_into(out, &value[..value.len().min(cap)]);
+    out.push(b'\n');
+}
+
 /// Values stay on one line and stay readable: `\` and control bytes are escaped,
 /// everything else (UTF-8 included) is kept as it is.
 fn escape_into(out: &mut Vec<u8>, value: &[u8]) {
-    for &b in value {
-        match b {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut rest = value;
+    while let Some(at) = rest.iter().position(|&b| b == b'\\' || b < 0x20 || b == 0x7f) {
+        out.extend_from_slice(&rest[..at]);
+        match rest[at] {
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\n' => out.extend_from_slice(b"\\n"),
             b'\r' => out.extend_from_slice(b"\\r"),
             b'\t' => out.extend_from_slice(b"\\t"),
-            0..=0x1f | 0x7f => out.extend_from_slice(format!("\\x{b:02x}").as_bytes()),
-            _ => out.push(b),
+            b => out.extend_from_slice(&[b'\\', b'x', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]),
         }
+        rest = &rest[at + 1..];
     }
+    out.extend_from_slice(rest);
 }
 
 fn unescape(value: &[u8]) -> Vec<u8> {
@@ -380,20 +433,22 @@ mod tests {
         assert!(text.contains("\nlabel=step 2\\nof 3 \\\\ "), "{text}");
         assert!(text.contains("\nacquired_utc=2025-11-26T12:01:07.123Z\nreleased_utc=\n"), "{text}");
         let bytes = sample().to_text();
-        let body = &bytes[..find(&bytes, b"checksum=").unwrap()];
+        let body = &bytes[..line_starting_with(&bytes, b"checksum=").unwrap()];
         assert!(text.ends_with(&format!("\nchecksum=crc32:{:08x}\n", crc32(body))), "{text}");
     }
 
     #[test]
     fn checksum_is_zlib_crc32() {
         assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+        assert_eq!(crc32(b"The quick brown fox jumps over the lazy dog"), 0x414F_A339);
+        assert_eq!(crc32(b""), 0);
     }
 
     #[test]
     fn utc_text_handles_leap_years_and_unknown() {
-        assert_eq!(utc_text(0), "");
-        assert_eq!(utc_text(951_782_400_000), "2000-02-29T00:00:00.000Z");
-        assert_eq!(utc_text(1_798_761_599_999), "2026-12-31T23:59:59.999Z");
+        assert_eq!(Utc(0).to_string(), "");
+        assert_eq!(Utc(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
+        assert_eq!(Utc(1_798_761_599_999).to_string(), "2026-12-31T23:59:59.999Z");
     }
 
     #[test]
