@@ -12,7 +12,7 @@ LIBDIR  := $(BUILD)/lib
 CFLAGS_STRICT := -std=c11 -Wall -Wextra -Werror -O2 -g
 C_LINK  := -L$(LIBDIR) -lhpclock -Wl,-rpath,$(abspath $(LIBDIR)) -pthread
 
-.PHONY: all lib test rust-test c-test f-test mpi-test install-test demo header install uninstall clean FORCE
+.PHONY: all lib test rust-test c-test f-test mpi-test install-test bench demo header install uninstall clean FORCE
 
 all: lib
 
@@ -106,6 +106,21 @@ f-test: lib
 # Fortran builds against it.
 install-test: lib
 	bash c-tests/test_install.sh
+
+# ---- benchmarks: `make bench` prints a Markdown table (see BENCH.md) ----
+BENCH_VENV := $(BUILD)/bench-venv
+
+$(BUILD)/bench_c: bench/bench_c.c include/hpclock.h lib
+	$(CC) $(CFLAGS_STRICT) -Iinclude $< -o $@ $(C_LINK)
+
+# A private virtual environment for the `filelock` package the table compares with.
+$(BENCH_VENV)/bin/python:
+	python3 -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check filelock
+
+bench: $(BUILD)/bench_c $(BENCH_VENV)/bin/python
+	if command -v $(MPICC) >/dev/null 2>&1; then $(MAKE) $(BUILD)/mpi_guard; fi
+	$(BENCH_VENV)/bin/python bench/bench.py $(BUILD)/bench_c $(BUILD)/mpi_guard $(BENCH_ARGS)
 
 header:
 	HPCLOCK_UPDATE_HEADER=1 $(CARGO) build --locked
