@@ -171,7 +171,7 @@ fn take_over(fd: OwnedFd, path: &Path, opts: &Options, primitive: Primitive, syn
         job_id: job.id.as_bytes().to_vec(),
         array_task: job.array_task.as_bytes().to_vec(),
     };
-    let file_len = write_record(&fd, path, &mine, old_bytes.len(), &old_bytes, sync)
+    let file_len = write_record(&fd, path, &mine, old_bytes.len(), Some(&old_bytes), sync)
         .map_err(|mut e| {
             e.message.push_str("; the lock was not taken");
             e
@@ -225,7 +225,7 @@ impl Lock {
         record.state = state;
         record.alive = 0;
         record.released_unix_ms = identity::now_unix_ms();
-        let written = write_record(&self.fd, &self.path, &record, self.file_len, &[], self.sync);
+        let written = write_record(&self.fd, &self.path, &record, self.file_len, None, self.sync);
         // Unlock explicitly, not only by closing: a child forked while we held
         // the lock may still have the descriptor open, and the lock would
         // live on with it.
@@ -252,12 +252,22 @@ impl Drop for Lock {
 }
 
 /// Step 1 and 2: open read-write (NFS refuses an exclusive lock on a read-only
-/// descriptor), never truncating, then refuse anything but a regular file.
+/// descriptor), never truncating, then refuse anything but a regular file
+/// with one name.
 fn open_lock_file(path: &Path, cpath: &CString, mode: u32) -> Result<(OwnedFd, u64, u64), Error> {
     let flags = libc::O_RDWR | libc::O_CREAT | libc::O_CLOEXEC | libc::O_NOFOLLOW
         | libc::O_NOCTTY | libc::O_NONBLOCK;
     let fd = open_fd(cpath, flags, mode).map_err(|e| open_error("cannot open lock file", path, e))?;
     let st = check_regular(&fd, path)?;
+    if st.st_nlink > 1 {
+        // hpclock never links a lock file. A second name is what a hard link
+        // planted in a shared directory looks like: writing our record would
+        // overwrite the file it points to. (O_NOFOLLOW stops the symlink
+        // version of the same attack.)
+        return Err(Error::invalid(format!(
+            "lock file {} has {} hard links; refusing to write to it (a hard link at a lock path would \
+             make hpclock overwrite the file it points to)", quote_path(path), st.st_nlink)));
+    }
     Ok((fd, st.st_dev as u64, st.st_ino as u64))
 }
 
@@ -319,9 +329,9 @@ fn still_names(path: &Path, cpath: &CString, dev: u64, ino: u64) -> Result<bool,
 /// One pwrite at offset 0. A record shorter than what the file holds
 /// (`old_len` bytes) is padded with spaces to the same length, a cheaper way
 /// than ftruncate to leave no old tail behind; only a file longer than any
-/// record is truncated. If the write fails, `undo` is put back. Returns the
-/// file's new length.
-fn write_record(fd: &OwnedFd, path: &Path, record: &Record, old_len: usize, undo: &[u8], sync: bool)
+/// record is truncated. If the write fails, `undo` (what the file held) is
+/// put back. Returns the file's new length.
+fn write_record(fd: &OwnedFd, path: &Path, record: &Record, old_len: usize, undo: Option<&[u8]>, sync: bool)
     -> Result<usize, Error>
 {
     let mut text = record.to_text();
@@ -330,8 +340,8 @@ fn write_record(fd: &OwnedFd, path: &Path, record: &Record, old_len: usize, undo
         text.push(b'\n');
     }
     if let Err(err) = pwrite_all(fd, &text) {
-        if !undo.is_empty() {
-            let _ = pwrite_all(fd, &undo[..undo.len().min(MAX_RECORD_BYTES)]);
+        if let Some(previous) = undo {
+            restore(fd, previous);
         }
         return Err(Error::os("cannot write the holder record to lock file", path, err));
     }
@@ -342,5 +352,17 @@ fn write_record(fd: &OwnedFd, path: &Path, record: &Record, old_len: usize, undo
         return Err(Error::os("cannot flush lock file", path, io::Error::last_os_error()));
     }
     Ok(text.len())
+}
+
+/// After a failed write (a full disk may take part of it), puts back what the
+/// file held, byte for byte: a failed acquisition loses nothing. `previous` is
+/// the whole file when it is at most a record long; of a longer (foreign) file
+/// only the first bytes were read, and only those can have been overwritten.
+fn restore(fd: &OwnedFd, previous: &[u8]) {
+    let _ = pwrite_all(fd, &previous[..previous.len().min(MAX_RECORD_BYTES)]);
+    if previous.len() <= MAX_RECORD_BYTES {
+        // Shrinking needs no space, so this works on a full filesystem too.
+        unsafe { libc::ftruncate(fd.as_raw_fd(), previous.len() as libc::off_t) };
+    }
 }
 

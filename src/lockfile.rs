@@ -33,10 +33,17 @@ pub(crate) fn open_fd(cpath: &CString, flags: i32, mode: u32) -> io::Result<Owne
 
 pub(crate) fn open_error(what: &str, path: &Path, err: io::Error) -> Error {
     let errno = err.raw_os_error().unwrap_or(0);
+    // With fs.protected_symlinks, another user's symlink in a sticky directory
+    // is refused with EACCES before O_NOFOLLOW's ELOOP: say what it is.
+    let is_symlink = std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
     let hint = match errno {
-        libc::ELOOP => "the lock path is a symbolic link, which hpclock never follows",
+        libc::ELOOP | libc::EACCES if is_symlink => "the lock path is a symbolic link, which hpclock never follows",
         libc::EISDIR => "the lock path is a directory; give the path of a file inside it",
         libc::ENOENT => "the directory it would be created in does not exist",
+        libc::ENOSPC | libc::EDQUOT => "the filesystem (or your quota) is full",
+        libc::EROFS => "the filesystem is mounted read-only; hpclock_holder_info can still read the lock",
+        libc::EACCES => "you may not write this lock file or create it in its directory; \
+                         hpclock_holder_info needs only read access",
         _ => "",
     };
     Error::os_errno(what, path, errno, hint)
@@ -114,4 +121,20 @@ pub(crate) fn pwrite_all(fd: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::OwnedFd;
+
+    #[test]
+    fn a_huge_file_is_read_no_further_than_one_record_and_a_byte() {
+        let path = std::env::temp_dir().join(format!("hpclock-read-{}", std::process::id()));
+        std::fs::write(&path, vec![b'x'; 10 << 20]).unwrap();
+        let fd: OwnedFd = std::fs::File::open(&path).unwrap().into();
+        let bytes = read_record_bytes(&fd, &path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(bytes.len(), MAX_RECORD_BYTES + 1);
+    }
 }

@@ -112,3 +112,14 @@ fn damaged_records_are_never_mistaken_for_whole_ones() {
         }
     });
 }
+
+#[test]
+fn nothing_past_4_kib_changes_what_is_read() {
+    check("bytes past 4 KiB", |rng| {
+        let mut text = if rng.below(2) == 0 { rng.record().to_text() } else { rng.bytes(4096) };
+        text.resize(4096, b' ');
+        let head = Record::parse(&text);
+        text.extend(rng.bytes(3000));
+        assert_eq!(Record::parse(&text), head);
+    });
+}
