@@ -12,7 +12,7 @@ LIBDIR  := $(BUILD)/lib
 CFLAGS_STRICT := -std=c11 -Wall -Wextra -Werror -O2 -g
 C_LINK  := -L$(LIBDIR) -lhpclock -Wl,-rpath,$(abspath $(LIBDIR)) -pthread
 
-.PHONY: all lib test rust-test c-test f-test mpi-test install-test bench demo header install uninstall clean FORCE
+.PHONY: all lib test rust-test c-test memcheck f-test mpi-test install-test bench demo header install uninstall clean FORCE
 
 all: lib
 
@@ -55,7 +55,7 @@ $(BUILD)/test_hpclock_f: f-tests/test_hpclock.f90 $(FMOD)/hpclock.o lib
 $(BUILD)/mpi_guard_f: examples/mpi_guard.f90 $(FMOD)/hpclock.o lib
 	$(MPIFC) $(FFLAGS_STRICT) -I$(FMOD) $< $(FMOD)/hpclock.o -o $@ $(C_LINK)
 
-test: rust-test c-test f-test mpi-test install-test
+test: rust-test c-test memcheck f-test mpi-test install-test
 
 # Includes the header drift check (src/lib.rs, committed_header_matches_generated).
 rust-test:
@@ -64,18 +64,18 @@ rust-test:
 CXX ?= c++
 
 # The header must compile as C11 and as C++ with every warning an error.
-# The core's tests run under both kernel lock primitives; test_fs runs once,
-# on the two-node rig that c-tests/fs_rig.sh mounts around it.
+# The core's tests run under both kernel lock primitives; test_fs and
+# test_faults run once, on the rig that c-tests/fs_rig.sh mounts around them.
 C_TESTS := $(BUILD)/test_core $(BUILD)/test_record
 
-c-test: $(C_TESTS) $(BUILD)/test_fs
+c-test: $(C_TESTS) $(BUILD)/test_fs $(BUILD)/test_faults
 	$(CC) -std=c11 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c include/hpclock.h
 	$(CXX) -std=c++11 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c++ include/hpclock.h
 	@status=0; for t in $(C_TESTS); do \
 	  echo "== $$t"; $$t || status=1; \
 	  echo "== $$t, with the primitive forced to OFD locks"; HPCLOCK_TEST_PRIMITIVE=ofd $$t || status=1; \
 	done; \
-	echo "== $(BUILD)/test_fs, on the two-node rig"; bash c-tests/fs_rig.sh $(BUILD)/test_fs || status=1; \
+	echo "== on the rig of c-tests/fs_rig.sh"; bash c-tests/fs_rig.sh $(BUILD)/test_fs $(BUILD)/test_faults || status=1; \
 	exit $$status
 
 # The race over URLs, then one job three times: it crashes after step 2, is
@@ -88,6 +88,20 @@ demo: $(BUILD)/demo $(BUILD)/resume
 	$(BUILD)/resume $$dir/run.lock $$dir/checkpoint && \
 	$(BUILD)/resume $$dir/run.lock $$dir/checkpoint && \
 	echo && echo "\$$ cat $$dir/run.lock" && cat $$dir/run.lock
+
+# Every C test again under valgrind memcheck: any memory error or definite
+# leak fails the run (exit 97).
+VALGRIND := valgrind -q --error-exitcode=97 --leak-check=full --errors-for-leak-kinds=definite \
+            --show-leak-kinds=definite
+memcheck: $(C_TESTS) $(BUILD)/test_fs $(BUILD)/test_faults
+	@if ! command -v valgrind >/dev/null 2>&1; then \
+	  if [ "$$CI" = true ]; then echo "valgrind is not installed, and CI=true: failing"; exit 1; fi; \
+	  echo "valgrind is not installed: memcheck SKIPPED"; exit 0; \
+	fi; \
+	status=0; for t in $(C_TESTS); do echo "== $$t, under valgrind"; $(VALGRIND) $$t || status=1; done; \
+	echo "== on the rig, under valgrind"; \
+	HPCLOCK_RIG_RUNNER="$(VALGRIND)" bash c-tests/fs_rig.sh $(BUILD)/test_fs $(BUILD)/test_faults || status=1; \
+	exit $$status
 
 # Under real Open MPI; without mpicc the script reports its tests SKIPPED (or
 # failed, with CI=true).

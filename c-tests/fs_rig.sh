@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
-# Runs a test program (c-tests/test_fs.c) on a two-node rig: one backing
+# Runs test programs (c-tests/test_fs.c, test_faults.c) on a rig: one backing
 # directory mounted twice with bindfs (FUSE) without lock forwarding — two
 # "nodes" whose flock is node-local, like Lustre localflock — and twice with
 # --enable-lock-forwarding — coherent, like Lustre -o flock; plus a fresh tmpfs
-# and a loop-mounted ext4 as node-private filesystems.
+# and a loop-mounted ext4 as node-private filesystems; a tiny tmpfs for the
+# tests to fill up, and a read-only bind mount.
 #
 # Everything is mounted inside a private mount and pid namespace (unshare), so
 # every mount vanishes with it on every exit path, kill -9 included: when this
 # script (pid 1 there) ends, the kernel ends the bindfs daemons too.
 #
-# Usage: fs_rig.sh TEST_PROGRAM
-# Without root, unshare, bindfs or /dev/fuse the program runs without the rig,
-# and its rig tests say SKIPPED (or fail, with CI=true).
+# Usage: fs_rig.sh TEST_PROGRAM...
+# Without root, unshare, bindfs or /dev/fuse the programs run without the rig,
+# and their rig tests say SKIPPED (or fail, with CI=true).
 set -u
 
+# run_all PROGRAM...: each one, whatever the others did; under
+# $HPCLOCK_RIG_RUNNER (e.g. valgrind and its options) if that is set.
+run_all() {
+  local status=0 program
+  for program; do
+    echo "== $program"
+    ${HPCLOCK_RIG_RUNNER:-} "$program" || status=1
+  done
+  return $status
+}
+
 if [ "${1:-}" != --inside ]; then
-  test_program=$1
   missing=()
   [ "$(id -u)" = 0 ] || missing+=("root")
   [ -c /dev/fuse ] || missing+=("/dev/fuse")
@@ -23,12 +34,12 @@ if [ "${1:-}" != --inside ]; then
     command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
   done
   if ((${#missing[@]})); then
-    HPCLOCK_RIG_MISSING="${missing[*]}" exec "$test_program"
+    HPCLOCK_RIG_MISSING="${missing[*]}" run_all "$@"
+    exit
   fi
-  exec unshare --mount --pid --fork --mount-proc --propagation private -- "$0" --inside "$test_program"
+  exec unshare --mount --pid --fork --mount-proc --propagation private -- "$0" --inside "$@"
 fi
-
-test_program=$2
+shift
 root=$(mktemp -d "${TMPDIR:-/tmp}/hpclock-rig-XXXXXX") || exit 2
 mounts=()
 cleanup() {
@@ -62,6 +73,10 @@ mount_or_die "$root/split-b" bindfs "$root/backing" "$root/split-b"
 # bindfs needs --multithreaded for lock forwarding (bindfs(1)).
 mount_or_die "$root/shared-a" bindfs --multithreaded --enable-lock-forwarding "$root/backing" "$root/shared-a"
 mount_or_die "$root/shared-b" bindfs --multithreaded --enable-lock-forwarding "$root/backing" "$root/shared-b"
+mount_or_die "$root/small" mount -t tmpfs -o size=256k,nr_inodes=64 hpclock-small "$root/small"
+mkdir -p "$root/ro-source"
+mount_or_die "$root/ro" mount --bind "$root/ro-source" "$root/ro"
+mount -o remount,bind,ro "$root/ro" || { echo "fs_rig.sh: cannot make $root/ro read-only" >&2; exit 2; }
 
 HPCLOCK_RIG_TMPFS=$root/tmpfs \
 HPCLOCK_RIG_EXT4=$root/ext4 \
@@ -69,4 +84,7 @@ HPCLOCK_RIG_SPLIT_A=$root/split-a \
 HPCLOCK_RIG_SPLIT_B=$root/split-b \
 HPCLOCK_RIG_SHARED_A=$root/shared-a \
 HPCLOCK_RIG_SHARED_B=$root/shared-b \
-  "$test_program"
+HPCLOCK_RIG_SMALL=$root/small \
+HPCLOCK_RIG_RO=$root/ro \
+HPCLOCK_RIG_RO_SOURCE=$root/ro-source \
+  run_all "$@"

@@ -81,6 +81,16 @@ static inline const char *tpath(const char *file) {
     return p;
 }
 
+/* ---- this program, to run again as a fresh process ---- */
+
+/* Its path, from argv[0]: /proc/self/exe would name valgrind when the tests
+ * run under it. */
+static char self_exe[PATH_MAX];
+
+static inline void remember_self(const char *argv0) {
+    if (!realpath(argv0, self_exe)) snprintf(self_exe, sizeof self_exe, "%s", argv0);
+}
+
 /* ---- time ---- */
 
 static inline double now_seconds(void) {

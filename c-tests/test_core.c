@@ -234,7 +234,7 @@ static enum outcome exec_does_not_inherit_the_lock(void) {
     if (child == 0) {
         hpclock_handle h;
         if (hpclock_try_acquire(path, &h) != HPCLOCK_OK) _exit(20);
-        execl("/proc/self/exe", "test_core", "--exec-probe", path, (char *)NULL);
+        execl(self_exe, "test_core", "--exec-probe", path, (char *)NULL);
         _exit(21);
     }
     int status = wait_status(child);
@@ -267,7 +267,7 @@ static int32_t rank0_probe_with(const char *variable, const char *value, const c
                                            "PALS_RANKID", "ALPS_APP_PE", "FLUX_TASK_RANK", "SLURM_PROCID" };
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) unsetenv(all[i]);
         if (variable) setenv(variable, value, 1);
-        execl("/proc/self/exe", "test_core", "--rank0-probe", path, (char *)NULL);
+        execl(self_exe, "test_core", "--rank0-probe", path, (char *)NULL);
         _exit(98);
     }
     return wait_status(child) - 10;
@@ -815,6 +815,7 @@ static const struct test tests[] = {
 };
 
 int main(int argc, char **argv) {
+    remember_self(argv[0]);
     if (argc == 3 && strcmp(argv[1], "--exec-probe") == 0) return exec_probe(argv[2]);
     if (argc == 3 && strcmp(argv[1], "--rank0-probe") == 0) return rank0_probe(argv[2]);
     return run_tests("core", tests, sizeof tests / sizeof tests[0]);

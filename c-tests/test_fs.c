@@ -90,7 +90,7 @@ static pid_t start_node(const char *host, const char *action, const char *path, 
     pid_t pid = fork_or_die();
     if (pid == 0) {
         if (unshare(CLONE_NEWUTS) != 0 || sethostname(host, strlen(host)) != 0) _exit(40);
-        execl("/proc/self/exe", "test_fs", "--node", action, path, out, (char *)NULL);
+        execl(self_exe, "test_fs", "--node", action, path, out, (char *)NULL);
         _exit(41);
     }
     return pid;
@@ -308,6 +308,7 @@ static const struct test tests[] = {
 };
 
 int main(int argc, char **argv) {
+    remember_self(argv[0]);
     if (argc == 5 && strcmp(argv[1], "--node") == 0) return node_main(argv[2], argv[3], argv[4]);
     return run_tests("fs", tests, sizeof tests / sizeof tests[0]);
 }

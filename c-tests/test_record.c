@@ -29,7 +29,7 @@ static pid_t spawn_job_holder(const char *path, const char *label, const char *r
         setenv("SLURM_ARRAY_JOB_ID", "8812345", 1);
         setenv("SLURM_ARRAY_TASK_ID", "7", 1);
         setenv("OMPI_COMM_WORLD_RANK", "3", 1);
-        execl("/proc/self/exe", "test_record", "--hold", path, label, ready, (char *)NULL);
+        execl(self_exe, "test_record", "--hold", path, label, ready, (char *)NULL);
         _exit(21);
     }
     if (!wait_for_file(ready, 30)) {
@@ -371,6 +371,7 @@ static const struct test tests[] = {
 };
 
 int main(int argc, char **argv) {
+    remember_self(argv[0]);
     if (argc == 5 && strcmp(argv[1], "--hold") == 0) return hold_mode(argv[2], argv[3], argv[4]);
     return run_tests("record", tests, sizeof tests / sizeof tests[0]);
 }
