@@ -7,6 +7,7 @@
 
 #include <dirent.h>
 #include <grp.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <sys/file.h>
 
@@ -278,12 +279,16 @@ static int process_is_gone(int pid) {
     return close_paren && (close_paren[2] == 'Z' || close_paren[2] == 'X');
 }
 
-/* Inside the lock: claim the holder slot. Someone else there, alive, would be
- * a second holder. (A holder killed inside the lock leaves its pid behind;
- * it is gone, so that is no overlap.) */
+/* Inside the lock: claim the holder slot, stay a while (so that a second
+ * holder would meet us there), and check that nobody else claimed it. A
+ * holder killed inside the lock leaves its pid behind; it is gone, so that is
+ * no overlap. */
 static void enter(struct storm *s) {
-    int previous = atomic_exchange(&s->holder, (int)getpid());
+    int me = (int)getpid();
+    int previous = atomic_exchange(&s->holder, me);
     if (previous != 0 && !process_is_gone(previous)) atomic_fetch_add(&s->overlaps, 1);
+    for (int i = 0; i < 3; i++) sched_yield();
+    if (atomic_load(&s->holder) != me) atomic_fetch_add(&s->overlaps, 1);
 }
 
 static void leave(struct storm *s) {
