@@ -12,7 +12,7 @@ LIBDIR  := $(BUILD)/lib
 CFLAGS_STRICT := -std=c11 -Wall -Wextra -Werror -O2 -g
 C_LINK  := -L$(LIBDIR) -lhpclock -Wl,-rpath,$(abspath $(LIBDIR)) -pthread
 
-.PHONY: all lib test rust-test c-test memcheck f-test mpi-test install-test bench demo header install uninstall clean FORCE
+.PHONY: all lib test rust-test c-test memcheck cli-test f-test mpi-test install-test bench demo header install uninstall clean FORCE
 
 all: lib
 
@@ -25,6 +25,8 @@ lib: FORCE
 	ln -sf libhpclock.so.$(VERSION) $(LIBDIR)/libhpclock.so.0
 	ln -sf libhpclock.so.0 $(LIBDIR)/libhpclock.so
 	cp target/release/libhpclock.a $(LIBDIR)/libhpclock.a
+	mkdir -p $(BUILD)/bin
+	cp target/release/hpclock $(BUILD)/bin/hpclock
 
 $(BUILD)/%: c-tests/%.c c-tests/harness.h include/hpclock.h lib
 	$(CC) $(CFLAGS_STRICT) -Iinclude $< -o $@ $(C_LINK)
@@ -55,7 +57,7 @@ $(BUILD)/test_hpclock_f: f-tests/test_hpclock.f90 $(FMOD)/hpclock.o lib
 $(BUILD)/mpi_guard_f: examples/mpi_guard.f90 $(FMOD)/hpclock.o lib
 	$(MPIFC) $(FFLAGS_STRICT) -I$(FMOD) $< $(FMOD)/hpclock.o -o $@ $(C_LINK)
 
-test: rust-test c-test memcheck f-test mpi-test install-test
+test: rust-test c-test memcheck cli-test f-test mpi-test install-test
 
 # Includes the header drift check (src/lib.rs, committed_header_matches_generated).
 rust-test:
@@ -116,6 +118,10 @@ f-test: lib
 	if command -v $(FC) >/dev/null 2>&1; then $(MAKE) $(BUILD)/test_hpclock_f; fi
 	bash f-tests/run.sh $(BUILD)/test_hpclock_f $(LIBDIR)/libhpclock.so include/hpclock.f90
 
+# The `hpclock` command, as job scripts use it.
+cli-test: lib
+	bash c-tests/test_cli.sh $(BUILD)/bin/hpclock
+
 # make install into a temporary prefix, then pkg-config, CMake, static and
 # Fortran builds against it.
 install-test: lib
@@ -143,7 +149,8 @@ header:
 DESTDIR ?=
 INSTALL_LIB := $(DESTDIR)$(PREFIX)/lib
 INSTALL_INC := $(DESTDIR)$(PREFIX)/include
-INSTALLED := $(INSTALL_LIB)/libhpclock.so.$(VERSION) $(INSTALL_LIB)/libhpclock.so.0 $(INSTALL_LIB)/libhpclock.so \
+INSTALL_BIN := $(DESTDIR)$(PREFIX)/bin
+INSTALLED := $(INSTALL_BIN)/hpclock $(INSTALL_LIB)/libhpclock.so.$(VERSION) $(INSTALL_LIB)/libhpclock.so.0 $(INSTALL_LIB)/libhpclock.so \
              $(INSTALL_LIB)/libhpclock.a $(INSTALL_INC)/hpclock.h $(INSTALL_INC)/hpclock.f90 \
              $(INSTALL_LIB)/pkgconfig/hpclock.pc \
              $(INSTALL_LIB)/cmake/hpclock/hpclockConfig.cmake $(INSTALL_LIB)/cmake/hpclock/hpclockConfigVersion.cmake
@@ -161,7 +168,8 @@ $(BUILD)/native-static-libs:
 	test -s $@.tmp && mv $@.tmp $@
 
 install: lib $(BUILD)/native-static-libs
-	install -d $(INSTALL_LIB)/pkgconfig $(INSTALL_LIB)/cmake/hpclock $(INSTALL_INC)
+	install -d $(INSTALL_LIB)/pkgconfig $(INSTALL_LIB)/cmake/hpclock $(INSTALL_INC) $(INSTALL_BIN)
+	install -m 755 $(BUILD)/bin/hpclock $(INSTALL_BIN)/
 	install -m 755 $(LIBDIR)/libhpclock.so.$(VERSION) $(INSTALL_LIB)/
 	ln -sf libhpclock.so.$(VERSION) $(INSTALL_LIB)/libhpclock.so.0
 	ln -sf libhpclock.so.0 $(INSTALL_LIB)/libhpclock.so

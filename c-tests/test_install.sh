@@ -23,7 +23,7 @@ install_lays_out_libraries_headers_and_packages() {
   quietly make -C "$repo" install PREFIX="$prefix" || return 1
   local version f
   version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n 1)
-  for f in "lib/libhpclock.so.$version" lib/libhpclock.a include/hpclock.h include/hpclock.f90 \
+  for f in bin/hpclock "lib/libhpclock.so.$version" lib/libhpclock.a include/hpclock.h include/hpclock.f90 \
            lib/pkgconfig/hpclock.pc lib/cmake/hpclock/hpclockConfig.cmake lib/cmake/hpclock/hpclockConfigVersion.cmake; do
     [ -f "$prefix/$f" ] || { echo "    missing $f"; return 1; }
   done
@@ -31,6 +31,7 @@ install_lays_out_libraries_headers_and_packages() {
   [ "$(readlink "$prefix/lib/libhpclock.so")" = libhpclock.so.0 ] || { echo "    bad libhpclock.so link"; return 1; }
   readelf -d "$prefix/lib/libhpclock.so.$version" | grep -q 'SONAME.*\[libhpclock\.so\.0\]' || { echo "    no soname"; return 1; }
   grep -q "^Libs.private: .*-lpthread" "$prefix/lib/pkgconfig/hpclock.pc" || { echo "    no Libs.private"; return 1; }
+  "$prefix/bin/hpclock" --version | grep -q "^hpclock $version$" || { echo "    bin/hpclock does not run"; return 1; }
 }
 
 pkg_config_build_runs() {

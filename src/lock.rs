@@ -10,7 +10,7 @@ use crate::record::{Parsed, Record, State, MAX_LABEL_BYTES, MAX_RECORD_BYTES};
 use crate::status::{quote_path, Error};
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -240,6 +240,14 @@ impl Lock {
             }
             (_, Err(e)) => Err(e),
         }
+    }
+}
+
+/// The descriptor that carries the kernel lock: a program that must keep the
+/// lock while a child runs (the `hpclock run` command) lets the child inherit it.
+impl AsRawFd for Lock {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
     }
 }
 
