@@ -77,7 +77,9 @@ once_skips_done_work_retries_failed_work_and_reset_reenables() {
 
 sigterm_reaches_the_command_and_the_status_says_so() {
   local lock=$root/term.lock
-  "$hpclock" run "$lock" -- sh -c "trap 'touch \"$root/term.got\"; exit 143' TERM; touch '$root/term.started'; while :; do sleep 0.05; done" &
+  # The command gives up by itself after 10 s, so a signal that never arrives
+  # fails the test instead of hanging it.
+  "$hpclock" run "$lock" -- sh -c "trap 'touch \"$root/term.got\"; exit 143' TERM; touch '$root/term.started'; i=0; while [ \$i -lt 200 ]; do sleep 0.05; i=\$((i + 1)); done" &
   local guard=$!
   wait_for "$root/term.started" || return 1
   kill -TERM "$guard"
@@ -86,7 +88,7 @@ sigterm_reaches_the_command_and_the_status_says_so() {
   [ -e "$root/term.got" ] || { echo "    the command never saw SIGTERM"; return 1; }
   [ "$status" = 143 ] || { echo "    status $status (expected 143)"; return 1; }
   # A command that does not catch it dies of it: 128 + 15 again, and the lock is free.
-  "$hpclock" run "$lock" -- sh -c "touch '$root/term.started2'; exec sleep 30" &
+  "$hpclock" run "$lock" -- sh -c "touch '$root/term.started2'; exec sleep 10" &
   guard=$!
   wait_for "$root/term.started2" || return 1
   kill -USR1 "$guard"
