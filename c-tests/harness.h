@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <grp.h>
 #include <limits.h>
 #include <signal.h>
 #include <spawn.h>
@@ -297,6 +298,41 @@ static inline int wait_for_file(const char *path, double seconds) {
         sleep_ms(5);
     }
     return 1;
+}
+
+static inline int write_bytes(const char *path, const void *bytes, size_t size) {
+    FILE *f = fopen(path, "wb");
+    if (!f) return 0;
+    size_t n = fwrite(bytes, 1, size, f);
+    return fclose(f) == 0 && n == size;
+}
+
+/* Up to `size` bytes of a file; -1 if it cannot be read. */
+static inline long read_bytes(const char *path, char *buf, size_t size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, size, f);
+    fclose(f);
+    return (long)n;
+}
+
+/* Drops root for an ordinary user (nobody), as a forked child does before
+ * showing what another user can and cannot do. */
+static inline int become_nobody(void) {
+    return setgroups(0, NULL) == 0 && setgid(65534) == 0 && setuid(65534) == 0;
+}
+
+/* ---- the rig of c-tests/fs_rig.sh: its mounts come in the environment ---- */
+
+static inline const char *rig(const char *name) {
+    return getenv(name);
+}
+
+static inline enum outcome no_rig(void) {
+    const char *why = getenv("HPCLOCK_RIG_MISSING");
+    char what[256];
+    snprintf(what, sizeof what, "the rig (run through c-tests/fs_rig.sh; missing: %s)", why ? why : "its environment");
+    return missing_tool(what);
 }
 
 static inline int file_equals(const char *path, const char *expected) {

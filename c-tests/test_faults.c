@@ -6,7 +6,6 @@
 #include "harness.h"
 
 #include <dirent.h>
-#include <grp.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <sys/file.h>
@@ -18,21 +17,6 @@ static int count_open_fds(void) {
     while (readdir(d)) n++;
     closedir(d);
     return n;
-}
-
-static int write_bytes(const char *path, const void *bytes, size_t size) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    size_t n = fwrite(bytes, 1, size, f);
-    return fclose(f) == 0 && n == size;
-}
-
-static long read_bytes(const char *path, char *buf, size_t size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return -1;
-    size_t n = fread(buf, 1, size, f);
-    fclose(f);
-    return (long)n;
 }
 
 /* Is the lock on path free? Asked with plain flock from another process. */
@@ -54,17 +38,6 @@ static int lock_is_free(const char *path) {
 }
 
 /* ---- a full filesystem ---- */
-
-static const char *rig(const char *name) {
-    return getenv(name);
-}
-
-static enum outcome no_rig(void) {
-    const char *why = getenv("HPCLOCK_RIG_MISSING");
-    char what[256];
-    snprintf(what, sizeof what, "the rig (run through c-tests/fs_rig.sh; missing: %s)", why ? why : "its environment");
-    return missing_tool(what);
-}
 
 /* Fills the filesystem of dir to the last byte and the last inode. */
 static void fill(const char *dir) {
@@ -183,7 +156,7 @@ static const char *sticky_dir(void) {
 static int as_other_user(int (*what)(const char *, const char *), const char *a, const char *b) {
     pid_t child = fork_or_die();
     if (child == 0) {
-        if (geteuid() == 0 && (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0)) _exit(90);
+        if (geteuid() == 0 && !become_nobody()) _exit(90);
         _exit(what(a, b) == 0 ? 0 : 91);
     }
     return wait_status(child);
@@ -243,7 +216,7 @@ static enum outcome unwritable_lock_file_gives_eacces_and_still_reads(void) {
     pid_t child = fork_or_die();
     if (child == 0) {
         if (geteuid() == 0) {
-            if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(90);
+            if (!become_nobody()) _exit(90);
         } else if (chmod(lock, 0444) != 0) {
             _exit(91);
         }

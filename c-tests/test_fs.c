@@ -9,21 +9,9 @@
 
 /* ---- the rig ---- */
 
-static const char *rig(const char *name) {
-    return getenv(name);
-}
-
 static int have_rig(void) {
     return rig("HPCLOCK_RIG_SPLIT_A") && rig("HPCLOCK_RIG_SPLIT_B") && rig("HPCLOCK_RIG_SHARED_A") &&
            rig("HPCLOCK_RIG_SHARED_B") && rig("HPCLOCK_RIG_TMPFS") && rig("HPCLOCK_RIG_EXT4");
-}
-
-static enum outcome no_rig(void) {
-    const char *why = getenv("HPCLOCK_RIG_MISSING");
-    char what[256];
-    snprintf(what, sizeof what, "the two-node rig (run through c-tests/fs_rig.sh; missing: %s)",
-             why ? why : "its environment");
-    return missing_tool(what);
 }
 
 /* A file on a rig mount, per test. */
@@ -109,6 +97,19 @@ static int run_node(const char *host, const char *action, const char *path, char
     return status;
 }
 
+/* What a "try" node wrote: its status, what holder_info showed before, and
+ * the previous record when it got the lock. */
+struct node_result {
+    char rc[64], host[256], previous_host[256];
+    int seen, alive, previous;
+    long long pid;
+};
+
+static int parse_node_result(const char *text, struct node_result *r) {
+    return sscanf(text, "%63s seen=%d alive=%d pid=%lld host=%255s previous=%d previous_host=%255s", r->rc,
+                  &r->seen, &r->alive, &r->pid, r->host, &r->previous, r->previous_host) == 7;
+}
+
 /* Starts a holder on `host` and waits until it holds (or failed). */
 static pid_t start_holder(const char *host, const char *action, const char *path, const char *out) {
     pid_t pid = start_node(host, action, path, out);
@@ -128,6 +129,15 @@ static pid_t start_holder(const char *host, const char *action, const char *path
         return -1;
     }
     return pid;
+}
+
+/* hpclock_acquire with HPCLOCK_REQUIRE_CLUSTER; the handle it left in *h. */
+static int32_t acquire_requiring_cluster(const char *path, hpclock_handle *h) {
+    hpclock_options opts;
+    hpclock_options_init(&opts);
+    opts.flags = HPCLOCK_REQUIRE_CLUSTER;
+    *h = 5;
+    return hpclock_acquire(path, &opts, h);
 }
 
 /* ---- node-private filesystems ---- */
@@ -165,11 +175,8 @@ static enum outcome require_cluster_refuses_a_node_private_directory(void) {
                 info.detail);
         return FAIL;
     }
-    hpclock_options opts;
-    hpclock_options_init(&opts);
-    opts.flags = HPCLOCK_REQUIRE_CLUSTER;
-    hpclock_handle h = 5;
-    CHECK_RC(hpclock_acquire(path, &opts, &h), HPCLOCK_E_UNSAFE);
+    hpclock_handle h;
+    CHECK_RC(acquire_requiring_cluster(path, &h), HPCLOCK_E_UNSAFE);
     CHECK(h == 0);
     const char *message = hpclock_last_error();
     fprintf(stderr, "    message: %s\n", message);
@@ -178,8 +185,7 @@ static enum outcome require_cluster_refuses_a_node_private_directory(void) {
     CHECK(strstr(message, "private to this node") != NULL);
     CHECK(strstr(message, "other nodes would lock a different file") != NULL);
     CHECK(access(path, F_OK) != 0); /* refused before anything was created */
-    opts.flags = 0;
-    CHECK_RC(hpclock_acquire(path, &opts, &h), HPCLOCK_OK); /* without the flag it is a node-local lock */
+    CHECK_RC(hpclock_try_acquire(path, &h), HPCLOCK_OK); /* without the flag it is a node-local lock */
     CHECK_RC(hpclock_release(h), HPCLOCK_OK);
     return PASS;
 }
@@ -213,11 +219,8 @@ static enum outcome rig_mounts_report_unknown_and_require_cluster_refuses(void) 
         CHECK(info.magic == 0x65735546);
         CHECK(strncmp(info.fs_type, "fuse", 4) == 0);
         CHECK(strstr(info.detail, "FUSE") != NULL);
-        hpclock_options opts;
-        hpclock_options_init(&opts);
-        opts.flags = HPCLOCK_REQUIRE_CLUSTER;
-        hpclock_handle h = 5;
-        CHECK_RC(hpclock_acquire(path, &opts, &h), HPCLOCK_E_UNSAFE);
+        hpclock_handle h;
+        CHECK_RC(acquire_requiring_cluster(path, &h), HPCLOCK_E_UNSAFE);
         CHECK(h == 0);
         CHECK(strstr(hpclock_last_error(), "cannot tell whether other nodes are excluded") != NULL);
         CHECK(access(path, F_OK) != 0);
@@ -249,17 +252,14 @@ static enum outcome split_mounts_hpclock_sees_the_other_node_but_cannot_exclude_
     kill_and_reap(a);
     fprintf(stderr, "    node-b: %s", result);
     CHECK(status == 0);
-    char rc[64], host[256], previous_host[256];
-    int seen, alive, previous;
-    long long pid;
-    CHECK(sscanf(result, "%63s seen=%d alive=%d pid=%lld host=%255s previous=%d previous_host=%255s", rc, &seen,
-                 &alive, &pid, host, &previous, previous_host) == 7);
-    CHECK(seen == HPCLOCK_STATE_HELD && alive == -1); /* node A's record, from another host */
-    CHECK(pid == a && strcmp(host, "node-a") == 0);
+    struct node_result r;
+    CHECK(parse_node_result(result, &r));
+    CHECK(r.seen == HPCLOCK_STATE_HELD && r.alive == -1); /* node A's record, from another host */
+    CHECK(r.pid == a && strcmp(r.host, "node-a") == 0);
     /* and yet node B gets the lock: only hpclock_fs_check (UNKNOWN) and
      * HPCLOCK_REQUIRE_CLUSTER stand between a user and this. */
-    CHECK(strcmp(rc, "HPCLOCK_OK") == 0);
-    CHECK(strcmp(previous_host, "node-a") == 0);
+    CHECK(strcmp(r.rc, "HPCLOCK_OK") == 0);
+    CHECK(strcmp(r.previous_host, "node-a") == 0);
     return PASS;
 }
 
@@ -276,22 +276,18 @@ static enum outcome forwarding_mounts_exclude_across_nodes(void) {
     fprintf(stderr, "    node-b while node-a holds: %s", result);
     CHECK(plain_status == 1); /* plain flock from node B is kept out */
     CHECK(status == 0);
-    char rc[64], host[256], previous_host[256];
-    int seen, alive, previous;
-    long long pid;
-    CHECK(sscanf(result, "%63s seen=%d alive=%d pid=%lld host=%255s previous=%d previous_host=%255s", rc, &seen,
-                 &alive, &pid, host, &previous, previous_host) == 7);
-    CHECK(strcmp(rc, "HPCLOCK_BUSY") == 0);
-    CHECK(seen == HPCLOCK_STATE_HELD && pid == a && strcmp(host, "node-a") == 0 && alive == -1);
+    struct node_result r;
+    CHECK(parse_node_result(result, &r));
+    CHECK(strcmp(r.rc, "HPCLOCK_BUSY") == 0);
+    CHECK(r.seen == HPCLOCK_STATE_HELD && r.pid == a && strcmp(r.host, "node-a") == 0 && r.alive == -1);
 
     /* node A died (kill -9): node B takes over and is told so. */
     status = run_node("node-b", "try", path_b, result, sizeof result);
     fprintf(stderr, "    node-b after node-a died: %s", result);
     CHECK(status == 0);
-    CHECK(sscanf(result, "%63s seen=%d alive=%d pid=%lld host=%255s previous=%d previous_host=%255s", rc, &seen,
-                 &alive, &pid, host, &previous, previous_host) == 7);
-    CHECK(strcmp(rc, "HPCLOCK_OK") == 0);
-    CHECK(previous == HPCLOCK_STATE_STALE && strcmp(previous_host, "node-a") == 0);
+    CHECK(parse_node_result(result, &r));
+    CHECK(strcmp(r.rc, "HPCLOCK_OK") == 0);
+    CHECK(r.previous == HPCLOCK_STATE_STALE && strcmp(r.previous_host, "node-a") == 0);
     return PASS;
 }
 

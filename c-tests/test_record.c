@@ -3,7 +3,6 @@
  * kernel's lock table says, and files that hold no valid record at all. */
 #include "harness.h"
 
-#include <grp.h>
 #include <stdatomic.h>
 
 /* Run as `test_record --hold PATH LABEL READYFILE`: a fresh process (so the
@@ -242,13 +241,6 @@ static enum outcome old_two_line_record_of_a_python_holder_is_read(void) {
 
 /* ---- files that hold no valid record ---- */
 
-static int write_file(const char *path, const void *bytes, size_t size) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    size_t n = fwrite(bytes, 1, size, f);
-    return fclose(f) == 0 && n == size;
-}
-
 static long file_size(const char *path) {
     struct stat st;
     return stat(path, &st) == 0 ? (long)st.st_size : -1;
@@ -294,7 +286,7 @@ static enum outcome garbage_file_is_reported_and_overwritten(void) {
         state = state * 1103515245u + 12345u;
         bytes[i] = (unsigned char)(state >> 16);
     }
-    CHECK(write_file(path, bytes, sizeof bytes));
+    CHECK(write_bytes(path, bytes, sizeof bytes));
     CHECK(check_bad_file(path, HPCLOCK_STATE_FREE, 1) == PASS);
     return PASS;
 }
@@ -302,7 +294,7 @@ static enum outcome garbage_file_is_reported_and_overwritten(void) {
 static enum outcome old_format_file_without_holder_is_stale(void) {
     const char *path = tpath("legacy.lock");
     const char legacy[] = "4034097\n1764160000.25\n";
-    CHECK(write_file(path, legacy, strlen(legacy)));
+    CHECK(write_bytes(path, legacy, strlen(legacy)));
     hpclock_holder who;
     CHECK_RC(hpclock_holder_info(path, &who), HPCLOCK_OK);
     CHECK(who.pid == 4034097);
@@ -317,7 +309,7 @@ static enum outcome ten_megabyte_file_is_read_in_4_kib_and_trimmed(void) {
     char *bytes = malloc(size);
     CHECK(bytes != NULL);
     memset(bytes, 'x', size);
-    int written = write_file(path, bytes, size);
+    int written = write_bytes(path, bytes, size);
     free(bytes);
     CHECK(written);
     CHECK(check_bad_file(path, HPCLOCK_STATE_FREE, 1) == PASS);
@@ -336,7 +328,7 @@ static enum outcome holder_info_needs_only_read_access(void) {
             /* root ignores permission bits: read as an ordinary user instead */
             chmod(test_root, 0755);
             chmod(test_dir, 0755);
-            if (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(30);
+            if (!become_nobody()) _exit(30);
         } else if (chmod(path, 0444) != 0) {
             _exit(31);
         }
