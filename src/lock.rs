@@ -119,11 +119,12 @@ pub fn acquire(path: &Path, opts: &Options) -> Result<Outcome, Error> {
         if !lock_exclusive(&fd, path, primitive, opts.timeout_ms, deadline)? {
             return Ok(Outcome::Busy);
         }
+        let locked = Locked { fd: Some(fd), primitive };
         if !still_names(path, &cpath, dev, ino)? {
             continue; // replaced or unlinked between our open and our lock
         }
         let sync = opts.flags & HPCLOCK_SYNC != 0 || !fs::is_node_private(magic);
-        return take_over(fd, path, opts, primitive, sync);
+        return take_over(locked, path, opts, sync);
     }
     Err(Error {
         status: crate::status::Status::Os,
@@ -134,10 +135,37 @@ pub fn acquire(path: &Path, opts: &Options) -> Result<Outcome, Error> {
     })
 }
 
+/// A descriptor we hold the kernel lock on, until it becomes a [`Lock`]. Every
+/// other way out unlocks explicitly: closing alone would not release the lock
+/// if another thread forked meanwhile, and the child kept a copy.
+struct Locked {
+    fd: Option<OwnedFd>,
+    primitive: Primitive,
+}
+
+impl Locked {
+    fn fd(&self) -> &OwnedFd {
+        self.fd.as_ref().expect("taken only by keep()")
+    }
+
+    fn keep(mut self) -> OwnedFd {
+        self.fd.take().expect("kept once")
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        if let Some(fd) = &self.fd {
+            let _ = kernel_lock::unlock(fd, self.primitive);
+        }
+    }
+}
+
 /// We hold the kernel lock on the inode the path names: read what the last
 /// holder left, and write our record.
-fn take_over(fd: OwnedFd, path: &Path, opts: &Options, primitive: Primitive, sync: bool) -> Result<Outcome, Error> {
-    let old_bytes = read_record_bytes(&fd, path)?;
+fn take_over(locked: Locked, path: &Path, opts: &Options, sync: bool) -> Result<Outcome, Error> {
+    let fd = locked.fd();
+    let old_bytes = read_record_bytes(fd, path)?;
     // Torn here means a holder died mid-write (we hold the lock, so no write
     // is under way): there is nothing more to learn from it than from no record.
     let mut previous = match Record::parse(&old_bytes) {
@@ -151,7 +179,7 @@ fn take_over(fd: OwnedFd, path: &Path, opts: &Options, primitive: Primitive, syn
         previous.alive = holder::liveness(&previous);
     }
     if previous.state == State::Done && opts.flags & HPCLOCK_IGNORE_DONE == 0 {
-        return Ok(Outcome::Done(previous)); // dropping fd unlocks: nothing written
+        return Ok(Outcome::Done(previous)); // unlocked on the way out, nothing written
     }
     let job = identity::job();
     let pid = identity::pid();
@@ -171,13 +199,14 @@ fn take_over(fd: OwnedFd, path: &Path, opts: &Options, primitive: Primitive, syn
         job_id: job.id.as_bytes().to_vec(),
         array_task: job.array_task.as_bytes().to_vec(),
     };
-    let file_len = write_record(&fd, path, &mine, old_bytes.len(), Some(&old_bytes), sync)
+    let file_len = write_record(fd, path, &mine, old_bytes.len(), Some(&old_bytes), sync)
         .map_err(|mut e| {
             e.message.push_str("; the lock was not taken");
             e
         })?;
+    let primitive = locked.primitive;
     Ok(Outcome::Acquired(Lock {
-        fd,
+        fd: locked.keep(),
         path: path.to_path_buf(),
         owner_pid: mine.pid,
         file_len,
