@@ -80,16 +80,24 @@ c-test: $(C_TESTS) $(BUILD)/test_fs $(BUILD)/test_faults
 	echo "== on the rig of c-tests/fs_rig.sh"; bash c-tests/fs_rig.sh $(BUILD)/test_fs $(BUILD)/test_faults || status=1; \
 	exit $$status
 
-# The race over URLs, then one job three times: it crashes after step 2, is
-# resumed by the next run, and the third run finds the work done.
-demo: $(BUILD)/demo $(BUILD)/resume
+# The race over URLs; one job three times: it crashes after step 2, is resumed
+# by the next run, and the third run finds the work done; then two copies of
+# a job script's `hpclock run` started together.
+demo: $(BUILD)/demo $(BUILD)/resume lib
 	$(BUILD)/demo
 	@dir=$$(mktemp -d "$${TMPDIR:-/tmp}/hpclock-resume-XXXXXX") && \
 	echo && echo "== a job that crashes, is requeued, and is requeued again (lock in $$dir)" && \
 	{ $(BUILD)/resume $$dir/run.lock $$dir/checkpoint --crash-after 2 || true; } && \
 	$(BUILD)/resume $$dir/run.lock $$dir/checkpoint && \
 	$(BUILD)/resume $$dir/run.lock $$dir/checkpoint && \
-	echo && echo "\$$ cat $$dir/run.lock" && cat $$dir/run.lock
+	echo && echo "\$$ cat $$dir/run.lock" && cat $$dir/run.lock && \
+	echo && echo "== two copies of a job script start together: hpclock run --once LOCK -- ./simulate" && \
+	{ $(BUILD)/bin/hpclock run --once --label simulate $$dir/script.lock -- sh -c 'echo "   copy A simulating"; sleep 1' & \
+	  $(BUILD)/bin/hpclock run --once --label simulate $$dir/script.lock -- sh -c 'echo "   copy B simulating"; sleep 1'; \
+	  echo "   copy B exited $$?"; wait $$!; echo "   copy A exited $$?"; } ; \
+	echo "== requeued after it finished:" && \
+	{ $(BUILD)/bin/hpclock run --once $$dir/script.lock -- ./simulate; echo "   exited $$? (76: done)"; } && \
+	$(BUILD)/bin/hpclock info $$dir/script.lock
 
 # Every C test again under valgrind memcheck: any memory error or definite
 # leak fails the run (exit 97).
