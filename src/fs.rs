@@ -6,7 +6,7 @@
 //! The decision is a pure function, [`classify`], over those facts; gathering
 //! them ([`check`]) is kept apart so that every row can be tested from fixtures.
 
-use crate::lockfile::{c_path, open_fd};
+use crate::lockfile::{c_path, directory_of, open_fd};
 use crate::status::{quote_path, Error};
 use once_cell::sync::Lazy;
 use std::io;
@@ -368,11 +368,7 @@ fn open_for_check(path: &Path) -> Result<OwnedFd, Error> {
         Ok(fd) => Ok(fd),
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
             // No lock file yet: the filesystem is the directory's.
-            let dir = match path.parent() {
-                Some(dir) if !dir.as_os_str().is_empty() => dir,
-                _ => Path::new("."),
-            };
-            open_fd(&c_path(dir)?, flags | libc::O_DIRECTORY, 0)
+            open_fd(&c_path(directory_of(path))?, flags | libc::O_DIRECTORY, 0)
                 .map_err(|_| Error::os("cannot check the filesystem of", path, e))
         }
         Err(e) => Err(Error::os("cannot check the filesystem of", path, e)),

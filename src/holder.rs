@@ -6,7 +6,7 @@
 use crate::fs;
 use crate::identity;
 use crate::kernel_lock::{self, Seen};
-use crate::lockfile::{c_path, check_regular, open_error, open_fd, read_record_bytes};
+use crate::lockfile::{c_path, check_regular, directory_of, open_error, open_fd, read_record_bytes};
 use crate::record::{Parsed, Record, State};
 use crate::status::{quote_path, Error};
 use std::io;
@@ -75,11 +75,7 @@ pub fn holder_info(path: &Path) -> Result<Reading, Error> {
 
 /// A lock never taken is free; a missing directory is an error.
 fn never_taken(path: &Path, enoent: io::Error) -> Result<Reading, Error> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    match std::fs::metadata(dir) {
+    match std::fs::metadata(directory_of(path)) {
         Ok(meta) if meta.is_dir() => Ok(Reading { record: Record::default(), note: None }),
         Ok(_) => Err(Error::os("cannot read lock file", path, io::Error::from_raw_os_error(libc::ENOTDIR))),
         Err(_) => Err(Error::os("cannot read lock file", path, enoent)),

@@ -31,6 +31,14 @@ pub(crate) fn open_fd(cpath: &CString, flags: i32, mode: u32) -> io::Result<Owne
     }
 }
 
+/// The directory a lock file is (or would be) in: "." for a bare name.
+pub(crate) fn directory_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
 pub(crate) fn open_error(what: &str, path: &Path, err: io::Error) -> Error {
     let errno = err.raw_os_error().unwrap_or(0);
     // With fs.protected_symlinks, another user's symlink in a sticky directory
@@ -49,16 +57,11 @@ pub(crate) fn open_error(what: &str, path: &Path, err: io::Error) -> Error {
     Error::os_errno(what, path, errno, hint)
 }
 
-pub(crate) fn fstat(fd: &OwnedFd, path: &Path) -> Result<libc::stat, Error> {
+pub(crate) fn check_regular(fd: &OwnedFd, path: &Path) -> Result<libc::stat, Error> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
         return Err(Error::os("cannot stat lock file", path, io::Error::last_os_error()));
     }
-    Ok(st)
-}
-
-pub(crate) fn check_regular(fd: &OwnedFd, path: &Path) -> Result<libc::stat, Error> {
-    let st = fstat(fd, path)?;
     let kind = match st.st_mode & libc::S_IFMT {
         libc::S_IFREG => return Ok(st),
         libc::S_IFIFO => "a FIFO",
