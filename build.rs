@@ -24,7 +24,12 @@ fn main() {
         std::fs::copy(&generated, crate_dir.join("include/hpclock.h")).expect("write include/hpclock.h");
     }
 
-    // The shared library is found at run time as libhpclock.so.0: the soname
-    // changes only with an incompatible ABI.
-    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libhpclock.so.0");
+    // The soname changes only with an incompatible ABI: before 1.0 every
+    // minor release may be one (0.2's hpclock_options grew), so it is
+    // libhpclock.so.0.MINOR then, libhpclock.so.MAJOR from 1.0 on. The
+    // Makefile lays out the same name.
+    let major = std::env::var("CARGO_PKG_VERSION_MAJOR").unwrap();
+    let minor = std::env::var("CARGO_PKG_VERSION_MINOR").unwrap();
+    let abi = if major == "0" { format!("0.{minor}") } else { major };
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libhpclock.so.{abi}");
 }

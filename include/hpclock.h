@@ -60,6 +60,11 @@
 #define HPCLOCK_E_INTERNAL -5
 
 /**
+ * hpclock_check: the lock is no longer yours (taken over, lease lapsed, file replaced).
+ */
+#define HPCLOCK_E_LOST -6
+
+/**
  * Only MPI rank 0 touches the file (rank read from the environment).
  */
 #define HPCLOCK_RANK0_ONLY 1u
@@ -75,9 +80,20 @@
 #define HPCLOCK_SYNC 4u
 
 /**
- * Acquire even if the record says the work is done (re-run).
+ * Acquire even if the record says the work is done (re-run); hpclock_release then clears DONE,
+ * hpclock_complete marks it done again.
  */
 #define HPCLOCK_IGNORE_DONE 8u
+
+/**
+ * Use the cross-node lease whatever the filesystem.
+ */
+#define HPCLOCK_LEASE 16u
+
+/**
+ * Never use the lease: kernel locks only (the 0.1 behaviour).
+ */
+#define HPCLOCK_NO_LEASE 32u
 
 /**
  * hpclock_holder.state: nobody holds it (no record yet, or the last holder released it).
@@ -135,6 +151,11 @@
 #define HPCLOCK_PRIMITIVE_OFD 2
 
 /**
+ * The cross-node lease (with the kernel lock too, where the fs has one).
+ */
+#define HPCLOCK_PRIMITIVE_LEASE 3
+
+/**
  * A held lock. 0 is never a valid handle; handles are never reused.
  */
 typedef uint64_t hpclock_handle;
@@ -148,17 +169,23 @@ typedef struct hpclock_options {
    */
   uint32_t flags;
   /**
-   * Permission bits for a newly created lock file, default 0644 (umask applies).
+   * Permission bits for a newly created lock file, default 0644 (umask applies); 0 means the default.
    */
   uint32_t mode;
   /**
-   * 0: one try (default); > 0: wait up to this long; < 0: wait without limit.
+   * 0: one try (default); > 0: wait up to this long; < 0: wait without limit. A timed wait
+   * polls; < 0 blocks in the kernel.
    */
   int64_t timeout_ms;
   /**
-   * Optional text kept in the holder record (at most 127 bytes), or NULL.
+   * Optional text kept in the holder record, or NULL; a label longer than 127 bytes is
+   * HPCLOCK_E_INVALID (never cut).
    */
   const char *label;
+  /**
+   * Lease period in milliseconds (at least 100); 0 = the default, 60000; ignored without a lease.
+   */
+  int64_t lease_ms;
 } hpclock_options;
 
 /**
@@ -264,7 +291,9 @@ int32_t hpclock_release(hpclock_handle h);
 
 /**
  * Like hpclock_release, and records the work as done: later acquisitions
- * answer HPCLOCK_DONE until one passes HPCLOCK_IGNORE_DONE.
+ * answer HPCLOCK_DONE until one passes HPCLOCK_IGNORE_DONE. In a forked
+ * child, HPCLOCK_E_INVALID: the child holds nothing to complete, nothing is
+ * written, and the handle stays so that the child can release its copy.
  */
 int32_t hpclock_complete(hpclock_handle h);
 
@@ -290,9 +319,20 @@ int32_t hpclock_handle_info(hpclock_handle h,
                             struct hpclock_holder *previous);
 
 /**
+ * HPCLOCK_OK while the lock is still yours; HPCLOCK_E_LOST once it is not: in lease mode
+ * when it was taken over or no renewal succeeded for a lease (even before the renewal thread
+ * notices), and in every mode when the path no longer names the locked file (someone
+ * deleted or replaced it, so newcomers lock another file). Call it before writing what the
+ * lock protects, and stamp outputs with the generation (the fencing token). In a forked
+ * child, HPCLOCK_E_INVALID: the child holds nothing.
+ */
+int32_t hpclock_check(hpclock_handle h);
+
+/**
  * Where would a lock on path hold? path is the lock file, or where it would
- * be created. scope says how far exclusion reaches (only CLUSTER excludes
- * other nodes), primitive what acquire uses there, detail why, in one
+ * be created. scope says how far the kernel's locks reach (CLUSTER excludes
+ * other nodes; SPLIT and NONE do not, and there acquire uses the lease:
+ * primitive LEASE), primitive what acquire uses there, detail why, in one
  * sentence. Takes no lock and creates nothing.
  */
 int32_t hpclock_fs_check(const char *path, struct hpclock_fs_info *out);

@@ -8,11 +8,11 @@ use crate::fs::{self, FsInfo};
 use crate::handles;
 use crate::holder;
 use crate::identity;
-use crate::lock::{self, Options, Outcome};
+use crate::lock::{self, Lock, Options, Outcome};
 use crate::record::Record;
 use crate::status::{Error, Status};
 use std::cell::{Cell, RefCell};
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::{CStr, OsStr};
 use std::os::raw::c_char;
 use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -26,12 +26,16 @@ pub type hpclock_handle = u64;
 pub struct hpclock_options {
     /// HPCLOCK_* flags, default 0.
     pub flags: u32,
-    /// Permission bits for a newly created lock file, default 0644 (umask applies).
+    /// Permission bits for a newly created lock file, default 0644 (umask applies); 0 means the default.
     pub mode: u32,
-    /// 0: one try (default); > 0: wait up to this long; < 0: wait without limit.
+    /// 0: one try (default); > 0: wait up to this long; < 0: wait without limit. A timed wait
+    /// polls; < 0 blocks in the kernel.
     pub timeout_ms: i64,
-    /// Optional text kept in the holder record (at most 127 bytes), or NULL.
+    /// Optional text kept in the holder record, or NULL; a label longer than 127 bytes is
+    /// HPCLOCK_E_INVALID (never cut).
     pub label: *const c_char,
+    /// Lease period in milliseconds (at least 100); 0 = the default, 60000; ignored without a lease.
+    pub lease_ms: i64,
 }
 
 /// What hpclock_holder_info() and hpclock_handle_info() fill in.
@@ -74,25 +78,60 @@ pub struct hpclock_fs_info {
     pub detail: [c_char; 256],
 }
 
+/// The longest message hpclock_last_error() gives, NUL included; longer ones
+/// are cut (a message names at most one path, and PATH_MAX is 4096).
+const MESSAGE_CAPACITY: usize = 4608;
+
+/// This thread's last error. Plain bytes with no destructor: a thread-local
+/// that needs dropping becomes inaccessible once the C runtime begins to tear
+/// the thread down (glibc runs thread-local destructors before `atexit`
+/// handlers and pthread key destructors), and then a call from such a
+/// handler would abort the process.
+struct LastError {
+    message: [u8; MESSAGE_CAPACITY],
+    errno: i32,
+}
+
 thread_local! {
-    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
-    static LAST_ERRNO: Cell<i32> = const { Cell::new(0) };
+    static LAST_ERROR: RefCell<LastError> = const {
+        RefCell::new(LastError { message: [0; MESSAGE_CAPACITY], errno: 0 })
+    };
+    /// How deep this thread is inside boundary(): a panic there is caught and
+    /// reported through hpclock_last_error(), so the hook keeps it silent.
+    static INSIDE_BOUNDARY: Cell<u32> = const { Cell::new(0) };
+}
+
+fn set_last_error_text(text: &str, errno: i32) {
+    LAST_ERROR.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let bytes = text.as_bytes();
+        let mut n = bytes.len().min(MESSAGE_CAPACITY - 1);
+        while !text.is_char_boundary(n) {
+            n -= 1;
+        }
+        slot.message[..n].copy_from_slice(&bytes[..n]);
+        // The C string ends at the first NUL; a NUL inside the text would cut it short.
+        for byte in &mut slot.message[..n] {
+            if *byte == 0 {
+                *byte = b'?';
+            }
+        }
+        slot.message[n] = 0;
+        slot.errno = errno;
+    });
 }
 
 fn set_last_error(error: &Error) {
-    let text = CString::new(error.message.replace('\0', "\\0")).unwrap_or_default();
-    LAST_ERROR.with(|slot| *slot.borrow_mut() = text);
-    LAST_ERRNO.with(|slot| slot.set(error.errno));
+    set_last_error_text(&error.message, error.errno);
 }
 
 /// A remark on a successful call, kept where errors are: hpclock_last_error().
 fn set_note(note: &str) {
-    set_last_error(&Error { status: Status::Ok, errno: 0, message: note.to_string() });
+    set_last_error_text(note, 0);
 }
 
 fn clear_last_error() {
-    LAST_ERROR.with(|slot| *slot.borrow_mut() = CString::default());
-    LAST_ERRNO.with(|slot| slot.set(0));
+    set_last_error_text("", 0);
 }
 
 /// What a function returns when a panic was caught in its body.
@@ -116,20 +155,31 @@ impl OnPanic for *const c_char {
     }
 }
 
+/// Installed once, when the library is loaded (`lifecycle`): a panic inside
+/// boundary() prints nothing on the caller's stderr — its message goes to
+/// hpclock_last_error() — and any other panic is left to the hook before ours.
+pub(crate) fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if INSIDE_BOUNDARY.with(Cell::get) == 0 {
+            previous(info);
+        }
+    }));
+}
+
 /// The one panic boundary: no unwinding into C, which would be undefined
 /// behaviour (and an abort since Rust 1.81), only an error code.
 fn boundary<T: OnPanic>(name: &str, body: impl FnOnce() -> T) -> T {
-    catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|payload| {
+    INSIDE_BOUNDARY.with(|depth| depth.set(depth.get() + 1));
+    let result = catch_unwind(AssertUnwindSafe(body));
+    INSIDE_BOUNDARY.with(|depth| depth.set(depth.get() - 1));
+    result.unwrap_or_else(|payload| {
         let why = payload
             .downcast_ref::<&str>()
             .map(|s| s.to_string())
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_default();
-        set_last_error(&Error {
-            status: Status::Internal,
-            errno: 0,
-            message: format!("internal error in {name}: {why} (a bug in hpclock; please report it)"),
-        });
+        set_last_error_text(&format!("internal error in {name}: {why} (a bug in hpclock; please report it)"), 0);
         T::on_panic()
     })
 }
@@ -164,7 +214,14 @@ unsafe fn out_arg<'a, T>(out: *mut T, what: &str) -> Result<&'a mut T, Error> {
 unsafe fn options_arg(opts: *const hpclock_options) -> Options {
     let Some(opts) = opts.as_ref() else { return Options::default() };
     let label = if opts.label.is_null() { Vec::new() } else { CStr::from_ptr(opts.label).to_bytes().to_vec() };
-    Options { flags: opts.flags, mode: opts.mode, timeout_ms: opts.timeout_ms, label }
+    Options {
+        flags: opts.flags,
+        mode: opts.mode,
+        timeout_ms: opts.timeout_ms,
+        label,
+        lease_ms: opts.lease_ms,
+        ..Options::default()
+    }
 }
 
 fn unknown_handle(handle: hpclock_handle) -> Error {
@@ -202,7 +259,7 @@ fn holder_from(record: &Record) -> hpclock_holder {
 fn fs_info_from(info: &FsInfo) -> hpclock_fs_info {
     let mut out = hpclock_fs_info {
         scope: info.scope as i32,
-        primitive: info.primitive as i32,
+        primitive: if info.lease { crate::fs::HPCLOCK_PRIMITIVE_LEASE } else { info.primitive as i32 },
         magic: info.magic,
         fs_type: [0; 32],
         detail: [0; 256],
@@ -229,6 +286,7 @@ pub unsafe extern "C" fn hpclock_options_init(opts: *mut hpclock_options) {
                 mode: defaults.mode,
                 timeout_ms: defaults.timeout_ms,
                 label: std::ptr::null(),
+                lease_ms: defaults.lease_ms,
             };
         }
     })
@@ -255,7 +313,12 @@ pub unsafe extern "C" fn hpclock_acquire(
                 *out = handles::insert(lock);
                 Ok(Status::Ok)
             }
-            Outcome::Busy => Ok(Status::Busy),
+            Outcome::Busy(why) => {
+                if let Some(why) = why {
+                    set_note(&why);
+                }
+                Ok(Status::Busy)
+            }
             Outcome::Done(_) => Ok(Status::Done),
             Outcome::NotRank0 => Ok(Status::NotRank0),
         }
@@ -273,11 +336,15 @@ pub extern "C" fn hpclock_release(h: hpclock_handle) -> i32 {
 }
 
 /// Like hpclock_release, and records the work as done: later acquisitions
-/// answer HPCLOCK_DONE until one passes HPCLOCK_IGNORE_DONE.
+/// answer HPCLOCK_DONE until one passes HPCLOCK_IGNORE_DONE. In a forked
+/// child, HPCLOCK_E_INVALID: the child holds nothing to complete, nothing is
+/// written, and the handle stays so that the child can release its copy.
 #[no_mangle]
 pub extern "C" fn hpclock_complete(h: hpclock_handle) -> i32 {
     status_call("hpclock_complete", || {
-        handles::take(h).ok_or_else(|| unknown_handle(h))?.complete().map(|()| Status::Ok)
+        // In a forked child the handle is refused and stays, so that the
+        // child can still release (close) its copy.
+        handles::take_if(h, Lock::may_complete).ok_or_else(|| unknown_handle(h))??.complete().map(|()| Status::Ok)
     })
 }
 
@@ -324,9 +391,25 @@ pub unsafe extern "C" fn hpclock_handle_info(
     })
 }
 
+/// HPCLOCK_OK while the lock is still yours; HPCLOCK_E_LOST once it is not: in lease mode
+/// when it was taken over or no renewal succeeded for a lease (even before the renewal thread
+/// notices), and in every mode when the path no longer names the locked file (someone
+/// deleted or replaced it, so newcomers lock another file). Call it before writing what the
+/// lock protects, and stamp outputs with the generation (the fencing token). In a forked
+/// child, HPCLOCK_E_INVALID: the child holds nothing.
+#[no_mangle]
+pub extern "C" fn hpclock_check(h: hpclock_handle) -> i32 {
+    status_call("hpclock_check", || {
+        // The check makes system calls: not with the handle table held.
+        let checker = handles::with(h, Lock::checker).ok_or_else(|| unknown_handle(h))?;
+        checker.check().map(|()| Status::Ok)
+    })
+}
+
 /// Where would a lock on path hold? path is the lock file, or where it would
-/// be created. scope says how far exclusion reaches (only CLUSTER excludes
-/// other nodes), primitive what acquire uses there, detail why, in one
+/// be created. scope says how far the kernel's locks reach (CLUSTER excludes
+/// other nodes; SPLIT and NONE do not, and there acquire uses the lease:
+/// primitive LEASE), primitive what acquire uses there, detail why, in one
 /// sentence. Takes no lock and creates nothing.
 #[no_mangle]
 pub unsafe extern "C" fn hpclock_fs_check(path: *const c_char, out: *mut hpclock_fs_info) -> i32 {
@@ -350,13 +433,13 @@ pub extern "C" fn hpclock_mpi_rank() -> i32 {
 /// fail. Never NULL; valid until this thread's next hpclock call.
 #[no_mangle]
 pub extern "C" fn hpclock_last_error() -> *const c_char {
-    boundary("hpclock_last_error", || LAST_ERROR.with(|slot| slot.borrow().as_ptr()))
+    boundary("hpclock_last_error", || LAST_ERROR.with(|slot| slot.borrow().message.as_ptr().cast()))
 }
 
 /// The errno behind this thread's last HPCLOCK_E_OS (0 if none).
 #[no_mangle]
 pub extern "C" fn hpclock_last_errno() -> i32 {
-    boundary("hpclock_last_errno", || LAST_ERRNO.with(Cell::get))
+    boundary("hpclock_last_errno", || LAST_ERROR.with(|slot| slot.borrow().errno))
 }
 
 /// "HPCLOCK_BUSY" for HPCLOCK_BUSY; "HPCLOCK_UNKNOWN_STATUS" for any other number.
@@ -383,6 +466,24 @@ mod tests {
         assert!(message.contains("hpclock_test") && message.contains("invariant broken"), "{message}");
         let pointer: *const c_char = boundary("hpclock_test", || panic!("again"));
         assert_eq!(unsafe { CStr::from_ptr(pointer) }.to_bytes(), b"");
+    }
+
+    /// Run again as a child process with --nocapture, where a panic message
+    /// would reach the real stderr: a caught panic must print nothing there.
+    #[test]
+    fn a_caught_panic_prints_nothing_on_stderr() {
+        if std::env::var_os("HPCLOCK_PANIC_CHILD").is_some() {
+            assert_eq!(status_call("hpclock_test", || panic!("invariant broken")), Status::Internal.code());
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "ffi::tests::a_caught_panic_prints_nothing_on_stderr", "--nocapture", "--test-threads=1"])
+            .env("HPCLOCK_PANIC_CHILD", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("panicked") && !stderr.contains("invariant broken"), "{stderr}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use crate::lockfile::{c_path, directory_of, open_fd};
 use crate::status::{quote_path, Error};
-use once_cell::sync::Lazy;
+use crate::fork_safe::Published;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -29,6 +29,8 @@ pub const HPCLOCK_SCOPE_NONE: i32 = 4;
 pub const HPCLOCK_PRIMITIVE_FLOCK: i32 = 1;
 /// fcntl F_OFD_SETLK on the whole file.
 pub const HPCLOCK_PRIMITIVE_OFD: i32 = 2;
+/// The cross-node lease (with the kernel lock too, where the fs has one).
+pub const HPCLOCK_PRIMITIVE_LEASE: i32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(i32)]
@@ -74,15 +76,19 @@ const NODE_PRIVATE: &[(u64, &str)] = &[
     (magic::OVERLAY, "overlay"),
 ];
 
-/// A test-only override of the primitive (the core's tests run under both);
-/// named in the README.
+/// A test-only override of the primitive (the core's tests run under both
+/// kernel locks; `none` makes a filesystem that refuses locks, so that the
+/// lease alone must exclude); named in the README.
 pub const PRIMITIVE_OVERRIDE_VARIABLE: &str = "HPCLOCK_TEST_PRIMITIVE";
 
 /// What the filesystem under a path can promise.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FsInfo {
     pub scope: Scope,
+    /// The kernel lock, where there is one.
     pub primitive: Primitive,
+    /// Acquire uses the lease here (scope SPLIT or NONE), unless told not to.
+    pub lease: bool,
     pub magic: u64,
     pub fs_type: String,
     /// One sentence: why this scope.
@@ -139,22 +145,47 @@ pub fn is_node_private(magic: u64) -> bool {
 /// Depends on the magic alone, so acquire needs no mount table.
 pub fn primitive_for(magic: u64) -> Primitive {
     match primitive_override() {
-        Some(forced) => forced,
-        None if magic == magic::GPFS => Primitive::Ofd,
-        None => Primitive::Flock,
+        Some(Override::Ofd) => Primitive::Ofd,
+        Some(Override::Flock) => Primitive::Flock,
+        _ if magic == magic::GPFS => Primitive::Ofd,
+        _ => Primitive::Flock,
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Override {
+    Flock,
+    Ofd,
+    /// As if the filesystem refused locks (Lustre without `flock`).
+    NoLocks,
+}
+
 /// Read once per process, like the rest of the environment hpclock uses.
-fn primitive_override() -> Option<Primitive> {
-    static OVERRIDE: Lazy<Option<Primitive>> = Lazy::new(|| {
-        match std::env::var(PRIMITIVE_OVERRIDE_VARIABLE).ok()?.as_str() {
-            "ofd" => Some(Primitive::Ofd),
-            "flock" => Some(Primitive::Flock),
-            _ => None,
-        }
-    });
-    *OVERRIDE
+fn primitive_override() -> Option<Override> {
+    static OVERRIDE: Published<Option<Override>> = Published::new();
+    *OVERRIDE.get_or_init(|| match std::env::var(PRIMITIVE_OVERRIDE_VARIABLE).ok()?.as_str() {
+        "ofd" => Some(Override::Ofd),
+        "flock" => Some(Override::Flock),
+        "none" => Some(Override::NoLocks),
+        _ => None,
+    })
+}
+
+/// The kernel takes no locks here, by the test override: only the lease
+/// excludes (a real filesystem that refuses locks says so with ENOSYS).
+pub fn kernel_locks_refused() -> bool {
+    primitive_override() == Some(Override::NoLocks)
+}
+
+/// Whether acquire uses the lease on the filesystem of `fd` when neither
+/// HPCLOCK_LEASE nor HPCLOCK_NO_LEASE says: where scope is SPLIT or NONE.
+/// Only the shared filesystems whose scope depends on mount options need the
+/// mount table; on all others the magic number decides at no cost.
+pub fn lease_wanted(fd: &OwnedFd, magic: u64) -> bool {
+    if kernel_locks_refused() {
+        return true;
+    }
+    matches!(magic, magic::NFS | magic::LUSTRE | magic::BEEGFS) && classify_open(fd, magic).lease
 }
 
 /// The decision of DESIGN §4, row by row.
@@ -216,10 +247,24 @@ pub fn classify(facts: &MountFacts) -> FsInfo {
     };
     let primitive = primitive_for(facts.magic);
     let mut detail = detail;
-    if primitive_override().is_some() {
-        detail.push_str(&format!(" (primitive forced by {PRIMITIVE_OVERRIDE_VARIABLE})"));
+    let mut scope = scope;
+    if kernel_locks_refused() {
+        scope = Scope::None;
+        detail = format!("{at}{fs_type}, as if it refused locks");
     }
-    FsInfo { scope, primitive, magic: facts.magic, fs_type, detail, fix }
+    if let Some(forced) = primitive_override() {
+        let what = match forced {
+            Override::Flock => "flock",
+            Override::Ofd => "ofd",
+            Override::NoLocks => "none",
+        };
+        detail.push_str(&format!(" ({PRIMITIVE_OVERRIDE_VARIABLE}={what})"));
+    }
+    let lease = matches!(scope, Scope::Split | Scope::None);
+    if lease {
+        detail.push_str("; hpclock keeps exclusion across nodes with its lease (files created with O_EXCL)");
+    }
+    FsInfo { scope, primitive, lease, magic: facts.magic, fs_type, detail, fix }
 }
 
 fn type_name_of(magic: u64) -> &'static str {
@@ -258,6 +303,8 @@ fn beegfs_global_locks(facts: &MountFacts) -> bool {
 /// One mount: where, what, with which options, on which device.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MountEntry {
+    /// The mount id, from /proc/self/mountinfo; None from /proc/mounts.
+    pub id: Option<u64>,
     pub mount_point: Vec<u8>,
     pub fs_type: String,
     pub options: String,
@@ -270,12 +317,13 @@ pub struct MountEntry {
 pub fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
     let (before, after) = line.split_once(" - ")?;
     let mut left = before.split(' ');
-    let (_id, _parent, dev, _root, mount_point, mount_opts) =
+    let (id, _parent, dev, _root, mount_point, mount_opts) =
         (left.next()?, left.next()?, left.next()?, left.next()?, left.next()?, left.next()?);
     let mut right = after.split(' ');
     let (fs_type, _source, super_opts) = (right.next()?, right.next()?, right.next().unwrap_or(""));
     let (major, minor) = dev.split_once(':')?;
     Some(MountEntry {
+        id: id.parse().ok(),
         mount_point: decode_octal(mount_point),
         fs_type: String::from_utf8_lossy(&decode_octal(fs_type)).into_owned(),
         options: format!("{mount_opts},{}", super_opts.trim_end()),
@@ -288,6 +336,7 @@ pub fn parse_mounts_line(line: &str) -> Option<MountEntry> {
     let mut fields = line.split(' ');
     let (_source, mount_point, fs_type, options) = (fields.next()?, fields.next()?, fields.next()?, fields.next()?);
     Some(MountEntry {
+        id: None,
         mount_point: decode_octal(mount_point),
         fs_type: String::from_utf8_lossy(&decode_octal(fs_type)).into_owned(),
         options: options.to_string(),
@@ -344,6 +393,10 @@ pub fn find_mount<'a>(entries: &'a [MountEntry], path: &[u8], dev: Option<(u64, 
 pub fn check(path: &Path) -> Result<FsInfo, Error> {
     let fd = open_for_check(path)?;
     let magic = magic_of(&fd, path)?;
+    Ok(classify_open(&fd, magic))
+}
+
+fn classify_open(fd: &OwnedFd, magic: u64) -> FsInfo {
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
     let dev = (unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } == 0)
         .then(|| (libc::major(stat.st_dev) as u64, libc::minor(stat.st_dev) as u64));
@@ -359,7 +412,7 @@ pub fn check(path: &Path) -> Result<FsInfo, Error> {
         options: entry.map(|e| e.options.clone()).unwrap_or_default(),
         beegfs_config: (magic == magic::BEEGFS).then(read_beegfs_configs),
     };
-    Ok(classify(&facts))
+    classify(&facts)
 }
 
 fn open_for_check(path: &Path) -> Result<OwnedFd, Error> {
@@ -375,8 +428,18 @@ fn open_for_check(path: &Path) -> Result<OwnedFd, Error> {
     }
 }
 
+/// The device of the superblock an open file is on, as /proc/locks names it:
+/// the mount of the descriptor (`mnt_id` in /proc/self/fdinfo) and that
+/// mount's major:minor in /proc/self/mountinfo, which is the superblock's
+/// (stat(2) may say otherwise: btrfs subvolumes, overlayfs).
+pub fn superblock_dev(fd: &OwnedFd) -> Option<(u64, u64)> {
+    let fdinfo = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", fd.as_raw_fd())).ok()?;
+    let mount_id: u64 = fdinfo.lines().find_map(|l| l.strip_prefix("mnt_id:")?.trim().parse().ok())?;
+    mount_table().into_iter().find(|e| e.id == Some(mount_id))?.dev
+}
+
 fn mount_table() -> Vec<MountEntry> {
-    if let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") {
+    if let Ok(text) = crate::kernel_lock::read_whole("/proc/self/mountinfo") {
         return text.lines().filter_map(parse_mountinfo_line).collect();
     }
     std::fs::read_to_string("/proc/mounts")
@@ -515,6 +578,7 @@ mod tests {
     #[test]
     fn longest_whole_component_prefix_wins() {
         let entry = |mp: &str, dev: (u64, u64)| MountEntry {
+            id: None,
             mount_point: mp.as_bytes().to_vec(),
             fs_type: mp.into(),
             options: String::new(),

@@ -5,9 +5,8 @@
 //! the launcher before `main`) is read once and cached. The pid and the start
 //! time are per process: a forked child must never report its parent's.
 
-use once_cell::sync::Lazy;
+use crate::fork_safe::Published;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Once;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What the environment says about the job this process belongs to.
@@ -35,7 +34,7 @@ const JOB_VARIABLES: &[&str] = &["SLURM_JOB_ID", "PBS_JOBID", "LSB_JOBID", "FLUX
 /// The record keeps a job id in `hpclock_holder.job_id[64]`, NUL included.
 pub(crate) const MAX_JOB_ID_BYTES: usize = 63;
 
-static HOST: Lazy<String> = Lazy::new(|| {
+fn read_host() -> String {
     // SAFETY: utsname is plain old data; uname fills it or fails.
     let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
     if unsafe { libc::uname(&mut uts) } != 0 {
@@ -43,34 +42,38 @@ static HOST: Lazy<String> = Lazy::new(|| {
     }
     let bytes: Vec<u8> = uts.nodename.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
     String::from_utf8_lossy(&bytes).into_owned()
-});
+}
 
 /// Changes at every boot: with it, a pid recorded before a reboot is not
 /// taken for a process running now.
-static BOOT_ID: Lazy<String> = Lazy::new(|| {
+fn read_boot_id() -> String {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_string())
         .unwrap_or_default()
-});
+}
 
-static MPI_RANK: Lazy<i32> = Lazy::new(|| mpi_rank_from(|name| std::env::var(name).ok()));
-static JOB: Lazy<Job> = Lazy::new(|| job_from(|name| std::env::var(name).ok()));
+// Read once per process, without a lock (see `once`: a child forked while
+// another thread reads them must not inherit a half-done initialisation).
+static HOST: Published<String> = Published::new();
+static BOOT_ID: Published<String> = Published::new();
+static MPI_RANK: Published<i32> = Published::new();
+static JOB: Published<Job> = Published::new();
 
 pub fn host() -> &'static str {
-    &HOST
+    HOST.get_or_init(read_host)
 }
 
 pub fn boot_id() -> &'static str {
-    &BOOT_ID
+    BOOT_ID.get_or_init(read_boot_id)
 }
 
 /// -1 when the environment names no MPI rank.
 pub fn mpi_rank() -> i32 {
-    *MPI_RANK
+    *MPI_RANK.get_or_init(|| mpi_rank_from(|name| std::env::var(name).ok()))
 }
 
 pub fn job() -> &'static Job {
-    &JOB
+    JOB.get_or_init(|| job_from(|name| std::env::var(name).ok()))
 }
 
 /// Never cached: a forked child must not report its parent's pid.
@@ -88,6 +91,25 @@ pub fn now_unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: how long something lasted on this node,
+/// whatever the wall clock does (the lease never compares clocks of two nodes).
+pub fn monotonic_ns() -> u64 {
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// 64 random bits from the kernel (getrandom(2)), for the lease's tokens;
+/// if the call fails, the time and the pid, which are unique enough on one node.
+pub fn nonce() -> u64 {
+    let mut bytes = [0u8; 8];
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), libc::GRND_NONBLOCK) };
+    if got == bytes.len() as isize {
+        return u64::from_ne_bytes(bytes);
+    }
+    monotonic_ns() ^ (pid() as u64).rotate_left(40)
 }
 
 pub fn mpi_rank_from(var: impl Fn(&str) -> Option<String>) -> i32 {
@@ -126,6 +148,12 @@ pub struct ProcessStat {
     pub exited: bool,
 }
 
+/// The real uid of a running process (the `Uid:` line of /proc/PID/status).
+pub fn process_uid(pid: i64) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|line| line.strip_prefix("Uid:")?.split_ascii_whitespace().next()?.parse().ok())
+}
+
 pub fn process_stat(pid: i64) -> Option<ProcessStat> {
     let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(&text)
@@ -143,22 +171,19 @@ fn parse_stat(text: &[u8]) -> Option<ProcessStat> {
 }
 
 // Our own start time is cached per pid, and a fork clears the cache in the
-// child (pthread_atfork), so a child can never report its parent's start time
-// even if, much later, it is given its dead parent's pid.
+// child (lifecycle's pthread_atfork handler), so a child can never report its
+// parent's start time, nor can a grandchild that is given the dead parent's pid.
 static START_TIME_PID: AtomicI64 = AtomicI64::new(0);
 static START_TIME: AtomicU64 = AtomicU64::new(0);
-static FORGET_ON_FORK: Once = Once::new();
 
-extern "C" fn forget_start_time_in_child() {
+pub(crate) fn forget_own_start_time() {
     START_TIME_PID.store(0, Ordering::SeqCst);
 }
 
 /// This process's start time (0 if /proc cannot tell); `pid` is [`pid()`],
 /// which the caller has at hand.
 pub fn own_start_time(pid: i64) -> u64 {
-    FORGET_ON_FORK.call_once(|| unsafe {
-        libc::pthread_atfork(None, None, Some(forget_start_time_in_child));
-    });
+    crate::lifecycle::ensure_initialised();
     if START_TIME_PID.load(Ordering::Acquire) == pid {
         return START_TIME.load(Ordering::Relaxed);
     }

@@ -18,6 +18,10 @@ pub mod fs;
 mod kernel_lock;
 mod lockfile;
 mod handles;
+mod fork_safe;
+mod ladder;
+mod lease;
+mod lifecycle;
 pub mod ffi;
 
 pub use holder::{holder_info, Reading};

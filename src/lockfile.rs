@@ -2,7 +2,7 @@
 //! what is not a regular file, and reading and writing the record with
 //! positioned I/O. Shared by the lock protocol and by the reader.
 
-use crate::record::MAX_RECORD_BYTES;
+use crate::record::{Parsed, Record, MAX_RECORD_BYTES};
 use crate::status::{quote_path, Error};
 use std::ffi::CString;
 use std::io;
@@ -68,7 +68,9 @@ pub(crate) fn check_regular(fd: &OwnedFd, path: &Path) -> Result<libc::stat, Err
         libc::S_IFCHR => "a character device",
         libc::S_IFBLK => "a block device",
         libc::S_IFSOCK => "a socket",
-        libc::S_IFDIR => "a directory",
+        // What opening a directory for writing says, so that reading and
+        // acquiring answer alike (E_OS, EISDIR).
+        libc::S_IFDIR => return Err(open_error("cannot open lock file", path, io::Error::from_raw_os_error(libc::EISDIR))),
         _ => "not a regular file",
     };
     Err(Error::invalid(format!("lock file {} is {kind}; hpclock locks only regular files", quote_path(path))))
@@ -105,6 +107,22 @@ pub(crate) fn read_record_bytes(fd: &OwnedFd, path: &Path) -> Result<Vec<u8>, Er
     Ok(buf)
 }
 
+/// The record as read without holding the lock: a torn record is most likely
+/// a write under way, so it is read again a few times before it is believed.
+pub(crate) fn read_record_settled(fd: &OwnedFd, path: &Path) -> Result<Vec<u8>, Error> {
+    let mut bytes = read_record_bytes(fd, path)?;
+    for _ in 1..SETTLE_ATTEMPTS {
+        if !matches!(Record::parse_file(&bytes), Parsed::Torn { .. }) {
+            break;
+        }
+        std::thread::sleep(SETTLE_PAUSE);
+        bytes = read_record_bytes(fd, path)?;
+    }
+    Ok(bytes)
+}
+
+const SETTLE_ATTEMPTS: u32 = 4;
+const SETTLE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
 pub(crate) fn pwrite_all(fd: &OwnedFd, bytes: &[u8]) -> io::Result<()> {
     let mut done = 0;

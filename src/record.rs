@@ -11,6 +11,9 @@ const MAX_HOST_BYTES: usize = 255;
 use crate::identity::MAX_JOB_ID_BYTES;
 
 const VERSION_LINE: &str = "hpclock-record 1";
+/// Every version's first line starts so: how a record of ours, even a torn
+/// or newer one, is told from someone else's file.
+const VERSION_PREFIX: &str = "hpclock-record ";
 
 /// hpclock_holder.state: nobody holds it (no record yet, or the last holder released it).
 pub const HPCLOCK_STATE_FREE: i32 = 0;
@@ -75,6 +78,26 @@ pub struct Record {
     pub mpi_rank: i32,
     pub job_id: Vec<u8>,
     pub array_task: Vec<u8>,
+    /// Present in a rung of the lease's ladder (and in the lock file's own
+    /// record while a lease holds it).
+    pub lease: Option<LeaseFields>,
+}
+
+/// What a rung of the ladder adds to a record (see `ladder`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LeaseFields {
+    /// The rung's number: rungs only order the ladder.
+    pub rung: u64,
+    /// The holder's lease period: an observer on another node watches the
+    /// top rung this long before it may take over.
+    pub lease_ms: i64,
+    /// Wall-clock time the rung was written (for people, and to decide how
+    /// long a one-try call looks, never who holds the lock).
+    pub renewed_unix_ms: i64,
+    /// Who wrote the rung: host, boot id, pid, start time and a random
+    /// nonce, so a creator can recognise its own rung when an error leaves it
+    /// unsure whether its create happened.
+    pub token: Vec<u8>,
 }
 
 impl Default for Record {
@@ -95,6 +118,7 @@ impl Default for Record {
             mpi_rank: -1,
             job_id: Vec::new(),
             array_task: Vec::new(),
+            lease: None,
         }
     }
 }
@@ -105,14 +129,59 @@ pub enum Parsed {
     /// No record: a new file, or one only `flock(1)` ever used.
     Empty,
     Record(Record),
-    /// Our record, but not whole: a write under way or cut short. Reading
-    /// again may find it whole.
-    Torn(String),
+    /// Our record (it starts with the record's first line), but not whole or
+    /// not valid: a write under way, cut short by a crash, edited by hand, or
+    /// of a newer format. Reading again may find it whole; `salvage` is what
+    /// can still be trusted.
+    Torn { why: String, salvage: Salvage },
     /// Bytes that are not a record at all; the text says what they are.
     Foreign(String),
 }
 
+/// What a damaged record still tells, read line by line: a fencing token must
+/// never go back, and work once done must not run again because a byte changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Salvage {
+    /// The highest `generation=` value in it (0 if none can be read).
+    pub max_generation: u64,
+    /// A `state=done` line is in it.
+    pub says_done: bool,
+}
+
+impl Parsed {
+    /// Whether these bytes may be overwritten by a record: a record of ours
+    /// (whole or not), the legacy two-line format, or nothing but blanks.
+    /// `Foreign` bytes are someone's data, and hpclock never touches them.
+    pub fn is_lock_file(&self) -> bool {
+        !matches!(self, Parsed::Foreign(_))
+    }
+
+    /// The generation the next acquisition takes: above every generation
+    /// this content still shows. None when there is none left to take.
+    pub fn next_generation(&self) -> Option<u64> {
+        let highest = match self {
+            Parsed::Record(record) => record.generation,
+            Parsed::Torn { salvage, .. } => salvage.max_generation,
+            Parsed::Empty | Parsed::Foreign(_) => 0,
+        };
+        highest.checked_add(1)
+    }
+
+    /// The record says, or a damaged one still shows, that the work was done.
+    pub fn says_done(&self) -> bool {
+        match self {
+            Parsed::Record(record) => record.state == State::Done,
+            Parsed::Torn { salvage, .. } => salvage.says_done,
+            Parsed::Empty | Parsed::Foreign(_) => false,
+        }
+    }
+}
+
 const MAX_BOOT_ID_BYTES: usize = 64;
+/// A token is at most a 64-byte host name, a boot id, a pid, a start time and
+/// a nonce, with separators; the cap keeps every record within 4 KiB even when
+/// every byte of every field needs escaping.
+pub(crate) const MAX_TOKEN_BYTES: usize = 200;
 
 impl Record {
     /// The record as text, at most [`MAX_RECORD_BYTES`]: every field is
@@ -141,10 +210,28 @@ impl Record {
         );
         bytes_field(&mut out, "boot_id", &self.boot_id, MAX_BOOT_ID_BYTES);
         let _ = writeln!(out, "start_time={}", self.start_time);
+        if let Some(lease) = &self.lease {
+            let _ = write!(
+                out,
+                "rung={}\nlease_ms={}\nrenewed_utc={}\nrenewed_unix_ms={}\n",
+                lease.rung, lease.lease_ms, Utc(lease.renewed_unix_ms), lease.renewed_unix_ms
+            );
+            bytes_field(&mut out, "token", &lease.token, MAX_TOKEN_BYTES);
+        }
         let sum = crc32(&out);
         let _ = writeln!(out, "checksum=crc32:{sum:08x}");
         debug_assert!(out.len() <= MAX_RECORD_BYTES);
         out
+    }
+
+    /// What a lock file holds, from what was read of it (up to one byte more
+    /// than a record): a file longer than any record is someone else's, even
+    /// if it starts like one of ours.
+    pub fn parse_file(bytes: &[u8]) -> Parsed {
+        if bytes.len() > MAX_RECORD_BYTES {
+            return Parsed::Foreign(format!("it is longer than any hpclock record ({MAX_RECORD_BYTES} bytes)"));
+        }
+        Record::parse(bytes)
     }
 
     /// Reads a record from the first [`MAX_RECORD_BYTES`] of `bytes`. Never
@@ -157,34 +244,36 @@ impl Record {
             return Parsed::Empty;
         }
         let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
-        if first != VERSION_LINE.as_bytes() {
-            if first.starts_with(b"hpclock-record ") {
-                return Parsed::Foreign(format!(
-                    "record format {} is newer than this hpclock reads",
-                    String::from_utf8_lossy(&first[15..first.len().min(40)])));
-            }
+        if !first.starts_with(VERSION_PREFIX.as_bytes()) {
             return parse_legacy(bytes)
                 .map_or_else(|| Parsed::Foreign(describe_foreign(first)), Parsed::Record);
         }
+        let torn = |why: String| Parsed::Torn { why, salvage: salvage(bytes) };
+        if first != VERSION_LINE.as_bytes() {
+            return torn(format!(
+                "record format {} is newer than this hpclock reads",
+                String::from_utf8_lossy(&first[VERSION_PREFIX.len()..first.len().min(40)])));
+        }
         let body_end = match line_starting_with(bytes, b"checksum=crc32:") {
             Some(at) => at,
-            None => return Parsed::Torn("the record has no checksum line (cut short?)".into()),
+            None => return torn("the record has no checksum line (cut short?)".into()),
         };
         let (body, tail) = bytes.split_at(body_end);
         let sum_line = tail.split(|&b| b == b'\n').next().unwrap_or_default();
         let after_sum = &tail[(sum_line.len() + 1).min(tail.len())..];
         let written_sum = std::str::from_utf8(&sum_line[15..]).ok().and_then(|hex| u32::from_str_radix(hex, 16).ok());
         if sum_line.len() != 15 + 8 || written_sum != Some(crc32(body)) {
-            return Parsed::Torn("the record's checksum does not match (a write under way, or damage)".into());
+            return torn("the record's checksum does not match (a write under way, or damage)".into());
         }
         if !after_sum.iter().all(u8::is_ascii_whitespace) {
-            return Parsed::Torn("bytes follow the record's checksum line".into());
+            return torn("bytes follow the record's checksum line".into());
         }
-        parse_fields(body)
+        parse_fields(body).map_or_else(torn, Parsed::Record)
     }
 }
 
-fn parse_fields(body: &[u8]) -> Parsed {
+/// The fields of a record whose checksum matched; Err says which line is bad.
+fn parse_fields(body: &[u8]) -> Result<Record, String> {
     let mut record = Record::default();
     let mut saw_state = false;
     for line in body.split(|&b| b == b'\n').skip(1) {
@@ -209,16 +298,39 @@ fn parse_fields(body: &[u8]) -> Parsed {
             b"boot_id" => store(&mut record.boot_id, raw),
             b"job_id" => store(&mut record.job_id, raw),
             b"array_task" => store(&mut record.array_task, raw),
+            b"rung" => text.parse().map(|v| record.lease.get_or_insert_with(Default::default).rung = v).is_ok(),
+            b"lease_ms" => text.parse().map(|v| record.lease.get_or_insert_with(Default::default).lease_ms = v).is_ok(),
+            b"renewed_unix_ms" => {
+                text.parse().map(|v| record.lease.get_or_insert_with(Default::default).renewed_unix_ms = v).is_ok()
+            }
+            b"token" => store(&mut record.lease.get_or_insert_with(Default::default).token, raw),
             _ => true, // for people (acquired_utc, ...) or from a later version
         };
         if !ok {
-            return Parsed::Foreign(format!("the record has a bad {} line", String::from_utf8_lossy(key)));
+            return Err(format!("the record has a bad {} line", String::from_utf8_lossy(key)));
         }
     }
     if !saw_state {
-        return Parsed::Foreign("the record has no state line".into());
+        return Err("the record has no state line".into());
     }
-    Parsed::Record(record)
+    Ok(record)
+}
+
+/// Reads a damaged record of ours line by line for what can still be trusted.
+fn salvage(bytes: &[u8]) -> Salvage {
+    let mut found = Salvage::default();
+    for line in bytes.split(|&b| b == b'\n') {
+        if let Some(digits) = line.strip_prefix(b"generation=") {
+            let digits = &digits[..digits.iter().take_while(|b| b.is_ascii_digit()).count()];
+            // Too many digits for a u64 is a generation at the top of its range.
+            let value = std::str::from_utf8(digits).ok().filter(|d| !d.is_empty())
+                .map(|d| d.parse::<u64>().unwrap_or(u64::MAX));
+            found.max_generation = found.max_generation.max(value.unwrap_or(0));
+        } else if line == b"state=done" {
+            found.says_done = true;
+        }
+    }
+    found
 }
 
 fn store(field: &mut Vec<u8>, escaped: &[u8]) -> bool {
@@ -417,6 +529,7 @@ mod tests {
             mpi_rank: 0,
             job_id: b"8812345_7".to_vec(),
             array_task: b"7".to_vec(),
+            lease: None,
         }
     }
 
@@ -424,6 +537,9 @@ mod tests {
     fn round_trip_keeps_every_field() {
         let r = sample();
         assert_eq!(Record::parse(&r.to_text()), Parsed::Record(r));
+        let lease = LeaseFields { rung: 17, lease_ms: 60000, renewed_unix_ms: 1_764_158_467_999, token: b"c1/b/4/9/x".to_vec() };
+        let rung = Record { lease: Some(lease), ..sample() };
+        assert_eq!(Record::parse(&rung.to_text()), Parsed::Record(rung));
     }
 
     #[test]
@@ -457,7 +573,7 @@ mod tests {
         text.extend_from_slice(b"        \n");
         assert_eq!(Record::parse(&text), Parsed::Record(sample()));
         text.extend_from_slice(b"pid=1\n");
-        assert!(matches!(Record::parse(&text), Parsed::Torn(_)));
+        assert!(matches!(Record::parse(&text), Parsed::Torn { .. }));
     }
 
     #[test]
@@ -468,7 +584,7 @@ mod tests {
             damaged[at] ^= 0x01;
             assert!(!matches!(Record::parse(&damaged), Parsed::Record(_)), "byte {at} changed, still parsed");
         }
-        assert!(matches!(Record::parse(&text[..text.len() / 2]), Parsed::Torn(_)));
+        assert!(matches!(Record::parse(&text[..text.len() / 2]), Parsed::Torn { .. }));
     }
 
     #[test]
@@ -487,8 +603,38 @@ mod tests {
     #[test]
     fn foreign_bytes_are_foreign_not_errors() {
         assert!(matches!(Record::parse(b"id,value\n1,2\n"), Parsed::Foreign(m) if m.contains("id,value")));
-        assert!(matches!(Record::parse(b"hpclock-record 2\nstate=held\n"), Parsed::Foreign(m) if m.contains("newer")));
+        assert!(matches!(Record::parse(b"hpclock-record 2\nstate=held\n"), Parsed::Torn { why, .. } if why.contains("newer")));
         let huge = vec![b'a'; 10 * MAX_RECORD_BYTES];
         assert!(matches!(Record::parse(&huge), Parsed::Foreign(_)));
+    }
+
+    #[test]
+    fn only_foreign_bytes_are_not_a_lock_file() {
+        assert!(Record::parse(b"").is_lock_file());
+        assert!(Record::parse(b"   \n").is_lock_file());
+        assert!(Record::parse(b"4034097\n1764160000.5\n").is_lock_file());
+        assert!(Record::parse(&sample().to_text()[..40]).is_lock_file());
+        assert!(Record::parse(b"hpclock-record 9\nwhatever").is_lock_file());
+        assert!(!Record::parse(b"1\n2\n3\n").is_lock_file());
+        assert!(!Record::parse(b"id,value\n").is_lock_file());
+    }
+
+    #[test]
+    fn a_damaged_record_keeps_its_highest_generation_and_done() {
+        let mut done = Record { state: State::Done, generation: 5, ..sample() }.to_text();
+        let at = done.windows(5).position(|w| w == b"host=").unwrap() + 5;
+        done[at] ^= 0x20; // one character of the host changed by hand
+        let parsed = Record::parse(&done);
+        assert!(matches!(parsed, Parsed::Torn { .. }), "{parsed:?}");
+        assert!(parsed.says_done());
+        assert_eq!(parsed.next_generation(), Some(6));
+
+        let edited = b"hpclock-record 1\nstate=held\ngeneration=3\ngeneration=40x\nchecksum=crc32:00000000\n";
+        assert_eq!(Record::parse(edited).next_generation(), Some(41));
+        assert!(!Record::parse(edited).says_done());
+        let huge = b"hpclock-record 1\ngeneration=99999999999999999999999\n";
+        assert_eq!(Record::parse(huge).next_generation(), None);
+        let top = Record { generation: u64::MAX, ..sample() }.to_text();
+        assert_eq!(Record::parse(&top).next_generation(), None);
     }
 }

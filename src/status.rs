@@ -23,6 +23,8 @@ pub const HPCLOCK_E_NOTSUP: i32 = -3;
 pub const HPCLOCK_E_UNSAFE: i32 = -4;
 /// A bug was caught at the boundary (Rust panic); never crashes the caller.
 pub const HPCLOCK_E_INTERNAL: i32 = -5;
+/// hpclock_check: the lock is no longer yours (taken over, lease lapsed, file replaced).
+pub const HPCLOCK_E_LOST: i32 = -6;
 
 /// Every outcome and error the library reports: `>= 0` is an outcome, `< 0`
 /// an error (DESIGN.md §1).
@@ -38,6 +40,7 @@ pub enum Status {
     NotSupported = HPCLOCK_E_NOTSUP,
     Unsafe = HPCLOCK_E_UNSAFE,
     Internal = HPCLOCK_E_INTERNAL,
+    Lost = HPCLOCK_E_LOST,
 }
 
 /// The table behind `hpclock_status_name`: code and C name, one row each.
@@ -51,6 +54,7 @@ const STATUS_NAMES: &[(Status, &str)] = &[
     (Status::NotSupported, "HPCLOCK_E_NOTSUP\0"),
     (Status::Unsafe, "HPCLOCK_E_UNSAFE\0"),
     (Status::Internal, "HPCLOCK_E_INTERNAL\0"),
+    (Status::Lost, "HPCLOCK_E_LOST\0"),
 ];
 const UNKNOWN_STATUS_NAME: &str = "HPCLOCK_UNKNOWN_STATUS\0";
 
@@ -80,6 +84,10 @@ pub struct Error {
 impl Error {
     pub fn invalid(message: impl Into<String>) -> Error {
         Error { status: Status::Invalid, errno: 0, message: message.into() }
+    }
+
+    pub fn lost(message: impl Into<String>) -> Error {
+        Error { status: Status::Lost, errno: 0, message: message.into() }
     }
 
     /// A failed system call on `path`: `what` says what we tried
@@ -198,11 +206,11 @@ mod tests {
 
     #[test]
     fn status_names_cover_every_code_and_only_them() {
-        for code in -5..=3 {
+        for code in -6..=3 {
             assert_ne!(Status::c_name_of(code), UNKNOWN_STATUS_NAME, "code {code}");
         }
         assert_eq!(Status::c_name_of(4), UNKNOWN_STATUS_NAME);
-        assert_eq!(Status::c_name_of(-6), UNKNOWN_STATUS_NAME);
+        assert_eq!(Status::c_name_of(-7), UNKNOWN_STATUS_NAME);
         assert_eq!(Status::c_name_of(Status::Busy.code()), "HPCLOCK_BUSY\0");
     }
 

@@ -3,7 +3,7 @@
 //! xorshift; a failure prints the seed, and HPCLOCK_PROPTEST_SEED=N replays it.
 //! HPCLOCK_PROPTEST_CASES=N runs more (or, locally, fewer) cases.
 
-use hpclock::record::{Parsed, Record, State};
+use hpclock::record::{LeaseFields, Parsed, Record, State};
 
 const DEFAULT_CASES: u64 = 100_000;
 
@@ -45,6 +45,12 @@ impl Rng {
             mpi_rank: self.next() as i32,
             job_id: self.bytes(63),
             array_task: self.bytes(63),
+            lease: (self.below(2) == 0).then(|| LeaseFields {
+                rung: self.next(),
+                lease_ms: self.next() as i64,
+                renewed_unix_ms: self.next() as i64,
+                token: self.bytes(200),
+            }),
         }
     }
 }
@@ -88,7 +94,7 @@ fn any_bytes_parse_to_a_record_or_a_reason_never_a_panic() {
         let bytes = rng.bytes(5000);
         match Record::parse(&bytes) {
             Parsed::Empty => assert!(bytes.iter().take(4096).all(u8::is_ascii_whitespace)),
-            Parsed::Torn(why) | Parsed::Foreign(why) => assert!(!why.is_empty()),
+            Parsed::Torn { why, .. } | Parsed::Foreign(why) => assert!(!why.is_empty()),
             Parsed::Record(_) => {}
         }
     });

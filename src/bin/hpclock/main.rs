@@ -6,9 +6,12 @@ mod report;
 mod run;
 
 use clap::{Args, Parser, Subcommand};
-use hpclock::lock::{HPCLOCK_IGNORE_DONE, HPCLOCK_RANK0_ONLY, HPCLOCK_REQUIRE_CLUSTER};
+use hpclock::lock::{
+    HPCLOCK_IGNORE_DONE, HPCLOCK_LEASE, HPCLOCK_NO_LEASE, HPCLOCK_RANK0_ONLY, HPCLOCK_REQUIRE_CLUSTER,
+};
 use hpclock::{Options, Outcome, Status};
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -20,13 +23,17 @@ pub mod exit {
     pub const DONE: u8 = 76;
     pub const NOT_RANK0: u8 = 77;
     pub const UNSAFE: u8 = 78;
+    /// COMMAND ran, but the lease was lost under it (taken over, or lapsed):
+    /// hpclock stopped it.
+    pub const LOST: u8 = 79;
 }
 
 const EXIT_CODES: &str = "\
 Exit codes when COMMAND did not run: 75 busy (another process holds the lock), 76 done
 (completed earlier with --once), 77 not MPI rank 0 (with --rank0), 78 the filesystem cannot
 promise exclusion across nodes (with --require-cluster), 70 any other error, 2 bad usage.
-When COMMAND ran, its own exit status; 128+N if a signal N ended it.";
+When COMMAND ran, its own exit status; 128+N if a signal N ended it; 79 if the lease was lost
+while it ran and hpclock stopped it.";
 
 #[derive(Parser)]
 #[command(name = "hpclock", version, about = "Exactly-once guard over the kernel's file locks, for job scripts",
@@ -48,8 +55,11 @@ enum Command {
         "COMMAND inherits the lock: if hpclock itself is killed, the lock stays held until COMMAND\n",
         "ends. SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 are passed on to COMMAND (Slurm sends\n",
         "SIGTERM before the time limit).\n\n",
+        "Where the filesystem's locks stop at the node (Lustre localflock, BeeGFS, NFS nolock), the\n",
+        "lock is a lease that hpclock renews while COMMAND runs; if it is lost (this node was cut off\n",
+        "or stopped, and another took over), COMMAND gets SIGTERM, then SIGKILL, and hpclock exits 79.\n\n",
         "Exit codes when COMMAND did not run: 75 busy, 76 done, 77 not rank 0, 78 unsafe\n",
-        "filesystem, 70 error; otherwise COMMAND's own status (128+N for signal N)."))]
+        "filesystem, 70 error; otherwise COMMAND's own status (128+N for signal N), 79 lease lost."))]
     Run(RunArgs),
     /// Show who holds a lock (never takes it, not even for a moment).
     #[command(after_help = concat!(
@@ -75,7 +85,7 @@ enum Command {
 #[derive(Args)]
 struct RunArgs {
     /// Wait up to SECONDS for the lock (fractions allowed; -1 waits without limit); default: one try.
-    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true)]
+    #[arg(long, value_name = "SECONDS", allow_negative_numbers = true, value_parser = wait_seconds)]
     wait: Option<f64>,
     /// Mark the lock DONE when COMMAND exits 0; later runs then skip COMMAND.
     #[arg(long)]
@@ -86,9 +96,17 @@ struct RunArgs {
     /// Refuse unless the lock is known to exclude processes on other nodes.
     #[arg(long)]
     require_cluster: bool,
-    /// Text kept in the holder record (at most 127 bytes); default: COMMAND's words.
+    /// Use the cross-node lease with this period (fractions allowed, at least 0.1), whatever the
+    /// filesystem; by default hpclock uses it where the kernel's locks stop at the node.
+    #[arg(long, value_name = "SECONDS", value_parser = lease_seconds, conflicts_with = "no_lease")]
+    lease: Option<f64>,
+    /// Never use the lease: the kernel's lock alone (exclusion may then stop at the node).
+    #[arg(long)]
+    no_lease: bool,
+    /// Text kept in the holder record (at most 127 bytes: a longer one is an error); default:
+    /// COMMAND's words, cut to 127 bytes.
     #[arg(long, value_name = "TEXT")]
-    label: Option<String>,
+    label: Option<OsString>,
     /// Exit status when the lock is busy.
     #[arg(long, value_name = "N", default_value_t = exit::BUSY)]
     busy_exit: u8,
@@ -129,6 +147,25 @@ struct LockArg {
     lock: PathBuf,
 }
 
+/// A number of seconds to wait: NaN and infinities are mistakes, not "try once"
+/// or "forever" (a negative number is how to say forever).
+fn wait_seconds(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !seconds.is_finite() {
+        return Err(format!("{text:?} is not a number of seconds (use -1 to wait without limit)"));
+    }
+    Ok(seconds)
+}
+
+/// A lease period: at least 0.1 s, finite.
+fn lease_seconds(text: &str) -> Result<f64, String> {
+    let seconds = wait_seconds(text)?;
+    if seconds < 0.1 {
+        return Err(format!("{text:?}: a lease is at least 0.1 seconds"));
+    }
+    Ok(seconds)
+}
+
 fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
         Command::Run(args) => run_command(args),
@@ -150,22 +187,30 @@ fn run_command(args: RunArgs) -> Result<u8, hpclock::Error> {
     if args.require_cluster {
         flags |= HPCLOCK_REQUIRE_CLUSTER;
     }
+    let mut lease_ms = 0;
+    if let Some(seconds) = args.lease {
+        flags |= HPCLOCK_LEASE;
+        lease_ms = (seconds * 1000.0).round().min(i64::MAX as f64) as i64;
+    }
+    if args.no_lease {
+        flags |= HPCLOCK_NO_LEASE;
+    }
     let timeout_ms = match args.wait {
         None => 0,
         Some(seconds) if seconds < 0.0 => -1,
         Some(seconds) => (seconds * 1000.0).ceil() as i64,
     };
-    let label = args.label.map(String::into_bytes).unwrap_or_else(|| report::command_words(&args.command));
-    let options = Options { flags, timeout_ms, label, ..Options::default() };
+    let label = args.label.map(OsString::into_vec).unwrap_or_else(|| report::command_words(&args.command));
+    let options = Options { flags, timeout_ms, label, lease_ms, ..Options::default() };
     match hpclock::acquire(&args.lock, &options)? {
         Outcome::Acquired(lock) => run::hold_while_running(lock, &args.command, args.once),
-        Outcome::Busy => {
-            eprintln!("hpclock: {}: {}; not running {}", args.lock.display(),
+        Outcome::Busy(_) => {
+            eprintln!("hpclock: {}: {}; not running {}", report::shown_path(&args.lock),
                       report::busy_line(&args.lock), report::quote_words(&args.command));
             Ok(args.busy_exit)
         }
         Outcome::Done(record) => {
-            eprintln!("hpclock: {}: already done ({}); not running {}", args.lock.display(),
+            eprintln!("hpclock: {}: already done ({}); not running {}", report::shown_path(&args.lock),
                       report::done_words(&record), report::quote_words(&args.command));
             Ok(args.done_exit)
         }
@@ -178,9 +223,9 @@ fn info(args: InfoArgs) -> Result<u8, hpclock::Error> {
     if args.json {
         println!("{}", report::holder_json(&args.lock, &reading));
     } else {
-        println!("{}: {}", args.lock.display(), report::holder_sentence(&reading.record));
+        println!("{}: {}", report::shown_path(&args.lock), report::holder_sentence(&reading.record));
         if let Some(note) = &reading.note {
-            println!("note: {note}");
+            println!("note: {}", report::shown(note.as_bytes()));
         }
     }
     Ok(0)
@@ -191,23 +236,25 @@ fn check(args: CheckArgs) -> Result<u8, hpclock::Error> {
     if args.json {
         println!("{}", report::fs_json(&args.path, &info));
     } else {
-        println!("{}: {} (scope {}, {} locks): {}", args.path.display(), info.fs_type, report::scope_word(info.scope),
-                 report::primitive_word(info.primitive), info.detail);
+        println!("{}: {} (scope {}, {} locks): {}", report::shown_path(&args.path), report::shown(info.fs_type.as_bytes()),
+                 report::scope_word(info.scope), report::primitive_word(&info), report::shown(info.detail.as_bytes()));
     }
-    Ok(if info.scope == hpclock::fs::Scope::Cluster { 0 } else { 1 })
+    // The lease makes SPLIT and NONE hold across nodes too.
+    Ok(if info.scope == hpclock::fs::Scope::Cluster || info.lease { 0 } else { 1 })
 }
 
 fn reset(args: LockArg) -> Result<u8, hpclock::Error> {
-    let options = Options { flags: HPCLOCK_IGNORE_DONE, ..Options::default() };
+    // A mistyped path must not create a lock file and report it "reset".
+    let options = Options { flags: HPCLOCK_IGNORE_DONE, create: false, ..Options::default() };
     match hpclock::acquire(&args.lock, &options)? {
         Outcome::Acquired(lock) => {
             let previous = lock.previous().clone();
             lock.release()?;
-            println!("{}: reset (was {})", args.lock.display(), report::holder_sentence(&previous));
+            println!("{}: reset (was {})", report::shown_path(&args.lock), report::holder_sentence(&previous));
             Ok(0)
         }
-        Outcome::Busy => {
-            eprintln!("hpclock: {}: {}; not reset", args.lock.display(), report::busy_line(&args.lock));
+        Outcome::Busy(_) => {
+            eprintln!("hpclock: {}: {}; not reset", report::shown_path(&args.lock), report::busy_line(&args.lock));
             Ok(exit::BUSY)
         }
         // Neither can come of IGNORE_DONE without RANK0_ONLY.
