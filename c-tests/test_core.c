@@ -768,7 +768,8 @@ static enum outcome status_names_and_version(void) {
 static enum outcome struct_layouts_match_the_contract(void) {
     /* DESIGN §1 pins these layouts; Fortran bind(C) types depend on them. */
     CHECK(sizeof(hpclock_handle) == 8);
-    CHECK(sizeof(hpclock_options) == 24);
+    CHECK(sizeof(hpclock_options) == 32); /* 0.2 added lease_ms: a new soname */
+    CHECK(offsetof(hpclock_options, lease_ms) == 24);
     CHECK(offsetof(hpclock_holder, generation) == 24);
     CHECK(offsetof(hpclock_holder, host) == 48);
     CHECK(offsetof(hpclock_holder, job_id) == 48 + 256);

@@ -238,6 +238,7 @@ static enum outcome unwritable_lock_file_gives_eacces_and_still_reads(void) {
 
 struct storm {
     atomic_int holder;          /* pid of the process that believes it holds the lock, or 0 */
+    atomic_int killed;          /* the victim the parent is killing, set before the SIGKILL */
     atomic_int overlaps, cycles, competitor_errors;
     atomic_int stop;
 };
@@ -255,11 +256,14 @@ static int process_is_gone(int pid) {
 /* Inside the lock: claim the holder slot, stay a while (so that a second
  * holder would meet us there), and check that nobody else claimed it. A
  * holder killed inside the lock leaves its pid behind; it is gone, so that is
- * no overlap. */
+ * no overlap. The kernel releases a dying process's lock when it closes its
+ * files, before /proc shows it as a zombie: the victim the parent is killing
+ * counts as gone from the moment it was chosen. */
 static void enter(struct storm *s) {
     int me = (int)getpid();
     int previous = atomic_exchange(&s->holder, me);
-    if (previous != 0 && !process_is_gone(previous)) atomic_fetch_add(&s->overlaps, 1);
+    if (previous != 0 && previous != atomic_load(&s->killed) && !process_is_gone(previous))
+        atomic_fetch_add(&s->overlaps, 1);
     for (int i = 0; i < 3; i++) sched_yield();
     if (atomic_load(&s->holder) != me) atomic_fetch_add(&s->overlaps, 1);
 }
@@ -319,6 +323,7 @@ static enum outcome kill_storm_of_1000_never_wedges_or_doubles_the_lock(void) {
         /* 0 to ~1.5 ms: somewhere in acquiring, writing the record, or releasing */
         struct timespec delay = { 0, (long)((seed >> 8) % 1500) * 1000L };
         nanosleep(&delay, NULL);
+        atomic_store(&s->killed, (int)victim);
         kill(victim, SIGKILL);
         wait_status(victim);
         hpclock_holder who;
@@ -465,7 +470,31 @@ static enum outcome hundred_thousand_cycles_leak_no_descriptor(void) {
 
 /* ---- hostile lock files ---- */
 
-static enum outcome random_files_never_crash_and_are_replaced_by_valid_records(void) {
+/* What a lock file may hold (DESIGN §7.4), at most 4 KiB of it: nothing or
+ * blank padding; hpclock's own record, whole, torn or damaged (its first
+ * line starts with "hpclock-record "); or the legacy "PID\nTIME\n". */
+static int may_be_a_lock_file(const unsigned char *bytes, size_t len) {
+    if (len > 4096) return 0;
+    size_t k = 0;
+    while (k < len && (bytes[k] == ' ' || (bytes[k] >= '\t' && bytes[k] <= '\r'))) k++;
+    if (k == len) return 1;
+    if (len >= 15 && memcmp(bytes, "hpclock-record ", 15) == 0) return 1;
+    char text[4097], *end;
+    for (k = 0; k < len; k++) {
+        if (bytes[k] == 0 || bytes[k] >= 0x7f) return 0;
+    }
+    memcpy(text, bytes, len);
+    text[len] = 0;
+    long long pid = strtoll(text, &end, 10);
+    if (end == text || pid <= 0 || !strchr(" \t\n\v\f\r", *end)) return 0;
+    char *time_text = end;
+    double t = strtod(time_text, &end);
+    if (end == time_text || !(t >= 0 && t < 1e300)) return 0;
+    while (*end && strchr(" \t\n\v\f\r", *end)) end++;
+    return *end == 0;
+}
+
+static enum outcome random_files_never_crash_foreign_ones_are_refused_damaged_records_replaced(void) {
     const char *path = tpath("random.lock");
     hpclock_handle h;
     CHECK_RC(hpclock_try_acquire(path, &h), HPCLOCK_OK);
@@ -473,17 +502,19 @@ static enum outcome random_files_never_crash_and_are_replaced_by_valid_records(v
     char valid[4096];
     long valid_len = read_bytes(path, valid, sizeof valid);
     CHECK(valid_len > 0);
+    size_t first_line = (size_t)((char *)memchr(valid, '\n', (size_t)valid_len) - valid) + 1;
     unsigned seed = 99;
-    static unsigned char bytes[12000];
+    static unsigned char bytes[12000], after[12001];
+    int refused = 0, replaced = 0;
     for (int i = 0; i < 300; i++) {
         seed = seed * 1103515245u + 12345u;
         size_t len = (seed >> 8) % sizeof bytes;
-        if (i % 3 == 0) { /* a valid record, damaged */
+        if (i % 3 == 0) { /* a valid record, damaged below its first line */
             memcpy(bytes, valid, (size_t)valid_len);
             len = (size_t)valid_len;
             for (int k = 0; k < 3; k++) {
                 seed = seed * 1103515245u + 12345u;
-                bytes[(seed >> 8) % len] ^= (unsigned char)(1u << ((seed >> 4) % 8));
+                bytes[first_line + (seed >> 8) % (len - first_line)] ^= (unsigned char)(1u << ((seed >> 4) % 8));
             }
         } else {
             for (size_t k = 0; k < len; k++) {
@@ -498,12 +529,26 @@ static enum outcome random_files_never_crash_and_are_replaced_by_valid_records(v
         hpclock_options opts;
         hpclock_options_init(&opts);
         opts.flags = HPCLOCK_IGNORE_DONE;
+        if (!may_be_a_lock_file(bytes, len)) { /* refused, and left as it was */
+            h = 5;
+            CHECK_RC(hpclock_acquire(path, &opts, &h), HPCLOCK_E_INVALID);
+            CHECK(h == 0);
+            CHECK(strstr(hpclock_last_error(), "is not a lock file") != NULL);
+            CHECK(read_bytes(path, (char *)after, sizeof after) == (long)len);
+            CHECK(memcmp(after, bytes, len) == 0);
+            CHECK_RC(hpclock_holder_info(path, &who), HPCLOCK_OK);
+            refused++;
+            continue;
+        }
         CHECK_RC(hpclock_acquire(path, &opts, &h), HPCLOCK_OK);
         CHECK_RC(hpclock_release(h), HPCLOCK_OK);
         CHECK_RC(hpclock_holder_info(path, &who), HPCLOCK_OK);
         CHECK(strcmp(hpclock_last_error(), "") == 0); /* a whole record again */
         CHECK(who.state == HPCLOCK_STATE_FREE && who.pid == getpid());
+        replaced++;
     }
+    fprintf(stderr, "    %d foreign files refused, %d damaged records replaced\n", refused, replaced);
+    CHECK(refused == 200 && replaced == 100); /* as the seed has it */
     return PASS;
 }
 
@@ -517,8 +562,8 @@ static const struct test tests[] = {
     { "kill_storm_of_1000_never_wedges_or_doubles_the_lock", kill_storm_of_1000_never_wedges_or_doubles_the_lock },
     { "signal_storm_keeps_timeouts_and_outcomes_right", signal_storm_keeps_timeouts_and_outcomes_right },
     { "hundred_thousand_cycles_leak_no_descriptor", hundred_thousand_cycles_leak_no_descriptor },
-    { "random_files_never_crash_and_are_replaced_by_valid_records",
-      random_files_never_crash_and_are_replaced_by_valid_records },
+    { "random_files_never_crash_foreign_ones_are_refused_damaged_records_replaced",
+      random_files_never_crash_foreign_ones_are_refused_damaged_records_replaced },
 };
 
 int main(void) {

@@ -1,11 +1,13 @@
-/* Where a lock holds, shown on real filesystems: a fresh tmpfs and ext4, and a
- * two-node rig (c-tests/fs_rig.sh) in which two "nodes" — processes with their
- * own hostname (unshare --uts) — reach one backing directory through bindfs
- * mounts that either keep locks node-local or forward them. */
+/* Where a lock holds, shown on real filesystems: a fresh tmpfs and ext4, a
+ * btrfs subvolume, and a two-node rig (c-tests/fs_rig.sh) in which two
+ * "nodes" — processes with their own hostname (unshare --uts) — reach one
+ * backing directory through bindfs mounts that either keep locks node-local
+ * or forward them. */
 #include "harness.h"
 
 #include <sched.h>
 #include <sys/file.h>
+#include <sys/sysmacros.h>
 
 /* ---- the rig ---- */
 
@@ -205,6 +207,110 @@ static enum outcome fs_check_answers_for_missing_files_and_refuses_bad_input(voi
     return PASS;
 }
 
+/* ---- btrfs: a subvolume's st_dev is not the superblock's ---- */
+
+/* The device (major:minor) /proc/self/mountinfo gives for the mount at
+ * `point`: the superblock's, which /proc/locks shows. */
+static int mount_device(const char *point, unsigned *major_out, unsigned *minor_out) {
+    FILE *f = fopen("/proc/self/mountinfo", "r");
+    if (!f) return 0;
+    char line[4096], mount_point[PATH_MAX];
+    unsigned major, minor;
+    int found = 0;
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "%*d %*d %u:%u %*s %4095s", &major, &minor, mount_point) == 3 &&
+            strcmp(mount_point, point) == 0) {
+            *major_out = major;
+            *minor_out = minor;
+            found = 1;
+        }
+    }
+    fclose(f);
+    return found;
+}
+
+/* argv: LOCKFILE READYFILE. A POSIX lock, which OFD locks conflict with. */
+static const char lockf_holder[] =
+    "import fcntl, sys, time\n"
+    "f = open(sys.argv[1], 'a')\n"
+    "fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)\n"
+    "open(sys.argv[2], 'w').close()\n"
+    "time.sleep(60)\n";
+
+static enum outcome btrfs_subvolume_holders_are_matched_in_the_kernel_lock_table(void) {
+    const char *dir = rig("HPCLOCK_RIG_BTRFS");
+    if (!dir) return no_rig();
+    const char *path = on("HPCLOCK_RIG_BTRFS", "sub.lock");
+    hpclock_fs_info info;
+    CHECK_RC(hpclock_fs_check(path, &info), HPCLOCK_OK);
+    fprintf(stderr, "    btrfs subvolume: scope %d, primitive %d, \"%s\"\n", info.scope, info.primitive, info.detail);
+    CHECK(info.scope == HPCLOCK_SCOPE_NODE);
+    CHECK(info.magic == 0x9123683E);
+    CHECK(strcmp(info.fs_type, "btrfs") == 0);
+
+    /* The rig really has the case: the file's st_dev is the subvolume's
+     * anonymous device, not the mount's (superblock's) device. */
+    CHECK(write_bytes(path, "", 0));
+    struct stat st;
+    CHECK(stat(path, &st) == 0);
+    char mount_point[PATH_MAX];
+    snprintf(mount_point, sizeof mount_point, "%s", dir);
+    char *slash = strrchr(mount_point, '/');
+    CHECK(slash != NULL);
+    *slash = 0;
+    unsigned sb_major, sb_minor;
+    CHECK(mount_device(mount_point, &sb_major, &sb_minor));
+    fprintf(stderr, "    st_dev %u:%u, superblock %u:%u\n", major(st.st_dev), minor(st.st_dev), sb_major, sb_minor);
+    CHECK(major(st.st_dev) != sb_major || minor(st.st_dev) != sb_minor);
+
+    /* A live holder is HELD, alive; once killed, STALE. */
+    pid_t holder = spawn_holder(path, -1);
+    hpclock_holder who;
+    memset(&who, 0, sizeof who);
+    int32_t rc = hpclock_holder_info(path, &who);
+    hpclock_handle h = 5;
+    int32_t busy = hpclock_try_acquire(path, &h);
+    kill_and_reap(holder);
+    fprintf(stderr, "    live holder %d: state %d, alive %d, pid %lld\n", (int)holder, who.state, who.alive,
+            (long long)who.pid);
+    CHECK_RC(busy, HPCLOCK_BUSY);
+    CHECK_RC(rc, HPCLOCK_OK);
+    CHECK(who.state == HPCLOCK_STATE_HELD);
+    CHECK(who.alive == 1);
+    CHECK(who.pid == holder);
+    CHECK_RC(hpclock_holder_info(path, &who), HPCLOCK_OK);
+    CHECK(who.state == HPCLOCK_STATE_STALE && who.alive == 0 && who.pid == holder);
+
+    /* A lock with no record (flock(1); a POSIX lock where hpclock uses OFD
+     * locks, which flock(1)'s would not exclude): HELD, with the holder's pid. */
+    const char *bare = on("HPCLOCK_RIG_BTRFS", "bare.lock");
+    const char *ready = tpath("holder-ready");
+    int ofd = info.primitive == HPCLOCK_PRIMITIVE_OFD;
+    if (!have_program(ofd ? "python3" : "flock")) return missing_tool(ofd ? "python3" : "flock (util-linux)");
+    char script[PATH_MAX + 64];
+    snprintf(script, sizeof script, ": > '%s'; exec sleep 60", ready);
+    char *flock_argv[] = { "flock", "-n", (char *)bare, "sh", "-c", script, NULL };
+    char *python_argv[] = { "python3", "-c", (char *)lockf_holder, (char *)bare, (char *)ready, NULL };
+    pid_t bare_holder = spawn_program(ofd ? python_argv : flock_argv);
+    CHECK(bare_holder > 0);
+    if (!wait_for_file(ready, 30)) {
+        kill_group_and_reap(bare_holder);
+        CHECK(!"the holder never took the lock");
+    }
+    memset(&who, 0, sizeof who);
+    rc = hpclock_holder_info(bare, &who);
+    busy = hpclock_try_acquire(bare, &h);
+    kill_group_and_reap(bare_holder);
+    fprintf(stderr, "    %s %d, no record: state %d, alive %d, pid %lld\n", ofd ? "lockf" : "flock(1)",
+            (int)bare_holder, who.state, who.alive, (long long)who.pid);
+    CHECK_RC(busy, HPCLOCK_BUSY);
+    CHECK_RC(rc, HPCLOCK_OK);
+    CHECK(who.state == HPCLOCK_STATE_HELD);
+    CHECK(who.pid == bare_holder);
+    CHECK(who.alive == 1);
+    return PASS;
+}
+
 /* ---- the two-node rig ---- */
 
 static enum outcome rig_mounts_report_unknown_and_require_cluster_refuses(void) {
@@ -293,6 +399,8 @@ static enum outcome forwarding_mounts_exclude_across_nodes(void) {
 
 static const struct test tests[] = {
     { "tmpfs_and_ext4_are_node_private_with_flock", tmpfs_and_ext4_are_node_private_with_flock },
+    { "btrfs_subvolume_holders_are_matched_in_the_kernel_lock_table",
+      btrfs_subvolume_holders_are_matched_in_the_kernel_lock_table },
     { "require_cluster_refuses_a_node_private_directory", require_cluster_refuses_a_node_private_directory },
     { "fs_check_answers_for_missing_files_and_refuses_bad_input",
       fs_check_answers_for_missing_files_and_refuses_bad_input },

@@ -268,6 +268,44 @@ static enum outcome check_bad_file(const char *path, int32_t expected_state, int
     return PASS;
 }
 
+/* A file that is not a lock file: holder_info still answers quickly and
+ * sanely (with a note), and try_acquire refuses it and leaves every byte and
+ * the mtime as they were (DESIGN §7.4). */
+static enum outcome check_foreign_file(const char *path, const void *bytes, size_t size) {
+    struct timespec old[2] = { { 978307200, 0 }, { 978307200, 0 } };
+    CHECK(utimensat(AT_FDCWD, path, old, 0) == 0);
+    hpclock_holder who;
+    double start = now_seconds();
+    CHECK_RC(hpclock_holder_info(path, &who), HPCLOCK_OK);
+    CHECK(now_seconds() - start < 1.0);
+    CHECK(who.state == HPCLOCK_STATE_FREE);
+    CHECK(strstr(hpclock_last_error(), "no readable holder record") != NULL);
+
+    hpclock_handle h = 5;
+    start = now_seconds();
+    CHECK_RC(hpclock_try_acquire(path, &h), HPCLOCK_E_INVALID);
+    CHECK(now_seconds() - start < 1.0);
+    CHECK(h == 0);
+    char expected[128];
+    snprintf(expected, sizeof expected, "is not a lock file: refusing to overwrite its %zu bytes", size);
+    CHECK(strstr(hpclock_last_error(), expected) != NULL);
+    CHECK(strstr(hpclock_last_error(), path) != NULL);
+
+    struct stat st;
+    CHECK(stat(path, &st) == 0);
+    CHECK((size_t)st.st_size == size);
+    CHECK(st.st_mtim.tv_sec == old[1].tv_sec && st.st_mtim.tv_nsec == 0);
+    char *now = malloc(size + 1);
+    CHECK(now != NULL);
+    long n = read_bytes(path, now, size + 1);
+    int same = n == (long)size && memcmp(now, bytes, size) == 0;
+    free(now);
+    CHECK(same);
+    CHECK_RC(hpclock_holder_info(path, &who), HPCLOCK_OK); /* still read, never a hard failure */
+    CHECK(who.state == HPCLOCK_STATE_FREE);
+    return PASS;
+}
+
 static enum outcome torn_record_is_reported_and_overwritten(void) {
     const char *path = tpath("torn.lock");
     hpclock_handle h;
@@ -278,7 +316,7 @@ static enum outcome torn_record_is_reported_and_overwritten(void) {
     return PASS;
 }
 
-static enum outcome garbage_file_is_reported_and_overwritten(void) {
+static enum outcome garbage_file_is_reported_and_refused_untouched(void) {
     const char *path = tpath("garbage.lock");
     unsigned char bytes[3000];
     unsigned state = 12345;
@@ -287,7 +325,7 @@ static enum outcome garbage_file_is_reported_and_overwritten(void) {
         bytes[i] = (unsigned char)(state >> 16);
     }
     CHECK(write_bytes(path, bytes, sizeof bytes));
-    CHECK(check_bad_file(path, HPCLOCK_STATE_FREE, 1) == PASS);
+    CHECK(check_foreign_file(path, bytes, sizeof bytes) == PASS);
     return PASS;
 }
 
@@ -303,16 +341,15 @@ static enum outcome old_format_file_without_holder_is_stale(void) {
     return PASS;
 }
 
-static enum outcome ten_megabyte_file_is_read_in_4_kib_and_trimmed(void) {
+static enum outcome ten_megabyte_file_is_read_in_4_kib_and_refused_untouched(void) {
     const char *path = tpath("huge.lock");
     size_t size = 10u << 20;
     char *bytes = malloc(size);
     CHECK(bytes != NULL);
     memset(bytes, 'x', size);
-    int written = write_bytes(path, bytes, size);
+    enum outcome result = write_bytes(path, bytes, size) ? check_foreign_file(path, bytes, size) : FAIL;
     free(bytes);
-    CHECK(written);
-    CHECK(check_bad_file(path, HPCLOCK_STATE_FREE, 1) == PASS);
+    CHECK(result == PASS);
     return PASS;
 }
 
@@ -356,9 +393,10 @@ static const struct test tests[] = {
     { "lock_held_by_flock_command_is_held_with_its_pid", lock_held_by_flock_command_is_held_with_its_pid },
     { "old_two_line_record_of_a_python_holder_is_read", old_two_line_record_of_a_python_holder_is_read },
     { "torn_record_is_reported_and_overwritten", torn_record_is_reported_and_overwritten },
-    { "garbage_file_is_reported_and_overwritten", garbage_file_is_reported_and_overwritten },
+    { "garbage_file_is_reported_and_refused_untouched", garbage_file_is_reported_and_refused_untouched },
     { "old_format_file_without_holder_is_stale", old_format_file_without_holder_is_stale },
-    { "ten_megabyte_file_is_read_in_4_kib_and_trimmed", ten_megabyte_file_is_read_in_4_kib_and_trimmed },
+    { "ten_megabyte_file_is_read_in_4_kib_and_refused_untouched",
+      ten_megabyte_file_is_read_in_4_kib_and_refused_untouched },
     { "holder_info_needs_only_read_access", holder_info_needs_only_read_access },
 };
 
