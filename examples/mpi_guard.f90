@@ -15,7 +15,7 @@ program mpi_guard_f
    integer(c_int32_t) :: mine
    type(hpclock_options) :: opts
    type(hpclock_holder) :: who
-   character(len=4096) :: lockfile
+   character(len=4096) :: lockfile   ! blank-padded: the wrappers trim it
 
    call MPI_Init(ierr)
    call MPI_Comm_rank(MPI_COMM_WORLD, rank, ierr)
@@ -24,14 +24,14 @@ program mpi_guard_f
 
    call hpclock_options_init(opts)
    opts%flags = HPCLOCK_RANK0_ONLY   ! ranks other than 0 get HPCLOCK_NOT_RANK0 at once
-   mine = hpclock_acquire(trim(lockfile), opts, h, label='mpi_guard_f')
+   mine = hpclock_acquire(lockfile, opts, h, label='mpi_guard_f')
    write (*, '(a,i0,a,i0,a,a)') 'rank ', rank, ' of ', nranks, ': ', hpclock_status_name(mine)
 
    decision = mine                    ! rank 0's answer is the job's answer
    call MPI_Bcast(decision, 1, MPI_INTEGER, 0, MPI_COMM_WORLD, ierr)
    if (decision /= HPCLOCK_OK) then
       if (rank == 0 .and. decision > 0) then
-         if (hpclock_holder_info(trim(lockfile), who) == HPCLOCK_OK) then
+         if (hpclock_holder_info(lockfile, who) == HPCLOCK_OK) then
             if (decision == HPCLOCK_DONE) then
                write (*, '(a,i0,a,a)') 'rank 0: HPCLOCK_DONE: completed by pid ', who%pid, ' on ', &
                   hpclock_string(who%host)

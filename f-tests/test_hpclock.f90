@@ -2,7 +2,7 @@
 ! Any wrong value stops with status 1 and names the check.
 program test_hpclock
    use, intrinsic :: iso_c_binding, only: c_int, c_int32_t, c_int64_t, c_char, &
-      c_null_char, c_ptr, c_associated, c_sizeof
+      c_null_char, c_ptr, c_associated, c_sizeof, c_loc, c_intptr_t
    use, intrinsic :: iso_fortran_env, only: error_unit
    use hpclock
    implicit none
@@ -17,16 +17,31 @@ program test_hpclock
          import :: c_int
          integer(c_int) :: getuid
       end function getuid
+      ! 0 if the file exists (mode F_OK = 0): unlike INQUIRE, it does not
+      ! drop the trailing blanks of the name.
+      function c_access(path, mode) bind(C, name="access")
+         import :: c_int, c_char
+         character(kind=c_char), dimension(*), intent(in) :: path
+         integer(c_int), value :: mode
+         integer(c_int) :: c_access
+      end function c_access
+      ! f-tests/layout.c: sizes and offsets as the C compiler lays out hpclock.h.
+      function ftest_c_layout(out) bind(C, name="ftest_c_layout")
+         import :: c_int32_t, c_int64_t
+         integer(c_int64_t), intent(out) :: out(17)
+         integer(c_int32_t) :: ftest_c_layout
+      end function ftest_c_layout
    end interface
 
    character(len=*), parameter :: label_text = "fortran re-run, gen 2"
-   character(len=:), allocatable :: dir, lock, missing, msg
+   character(len=:), allocatable :: dir, lock, missing, msg, padded, padded_label
    integer(hpclock_handle_kind) :: h, h2
    integer(c_int32_t) :: st
    integer :: n_passed, arglen
-   type(hpclock_options) :: opts
-   type(hpclock_holder) :: holder, mine, previous
-   type(hpclock_fs_info) :: info
+   integer(c_int64_t) :: c_layout(18)
+   type(hpclock_options), target :: opts
+   type(hpclock_holder), target :: holder, mine, previous
+   type(hpclock_fs_info), target :: info
    character(kind=c_char) :: raw(6)
 
    n_passed = 0
@@ -40,11 +55,29 @@ program test_hpclock
    lock = dir//"/fortran.lock"
    missing = dir//"/no-such-dir/fortran.lock"
 
-   ! The sizes gcc gives the C structs on LP64 Linux: a wrong field kind or
-   ! order in the module shows up here before it corrupts anything.
-   call check_i8("layout", "c_sizeof(hpclock_options)", int(c_sizeof(opts), c_int64_t), 24_c_int64_t)
-   call check_i8("layout", "c_sizeof(hpclock_holder)", int(c_sizeof(holder), c_int64_t), 496_c_int64_t)
-   call check_i8("layout", "c_sizeof(hpclock_fs_info)", int(c_sizeof(info), c_int64_t), 304_c_int64_t)
+   ! The sizes and offsets the C compiler gives hpclock.h's structs: a field
+   ! missing from the module (one the C API gained), or of a wrong kind or
+   ! order, shows up here before it corrupts anything.
+   call check_i("layout", "fields measured by layout.c", ftest_c_layout(c_layout), 18)
+   call check_i8("layout", "c_sizeof(hpclock_options) vs C sizeof", int(c_sizeof(opts), c_int64_t), c_layout(1))
+   call check_i8("layout", "offset of opts%flags", offset(c_loc(opts), c_loc(opts%flags)), c_layout(2))
+   call check_i8("layout", "offset of opts%mode", offset(c_loc(opts), c_loc(opts%mode)), c_layout(3))
+   call check_i8("layout", "offset of opts%timeout_ms", offset(c_loc(opts), c_loc(opts%timeout_ms)), c_layout(4))
+   call check_i8("layout", "offset of opts%label", offset(c_loc(opts), c_loc(opts%label)), c_layout(5))
+   call check_i8("layout", "c_sizeof(hpclock_holder) vs C sizeof", int(c_sizeof(holder), c_int64_t), c_layout(6))
+   call check_i8("layout", "offset of holder%pid", offset(c_loc(holder), c_loc(holder%pid)), c_layout(7))
+   call check_i8("layout", "offset of holder%uid", offset(c_loc(holder), c_loc(holder%uid)), c_layout(8))
+   call check_i8("layout", "offset of holder%generation", offset(c_loc(holder), c_loc(holder%generation)), c_layout(9))
+   call check_i8("layout", "offset of holder%released_unix_ms", &
+                 offset(c_loc(holder), c_loc(holder%released_unix_ms)), c_layout(10))
+   call check_i8("layout", "offset of holder%host", offset(c_loc(holder), c_loc(holder%host)), c_layout(11))
+   call check_i8("layout", "offset of holder%job_id", offset(c_loc(holder), c_loc(holder%job_id)), c_layout(12))
+   call check_i8("layout", "offset of holder%label", offset(c_loc(holder), c_loc(holder%label)), c_layout(13))
+   call check_i8("layout", "c_sizeof(hpclock_fs_info) vs C sizeof", int(c_sizeof(info), c_int64_t), c_layout(14))
+   call check_i8("layout", "offset of info%magic", offset(c_loc(info), c_loc(info%magic)), c_layout(15))
+   call check_i8("layout", "offset of info%fs_type", offset(c_loc(info), c_loc(info%fs_type)), c_layout(16))
+   call check_i8("layout", "offset of info%detail", offset(c_loc(info), c_loc(info%detail)), c_layout(17))
+   call check_i8("layout", "offset of opts%lease_ms", offset(c_loc(opts), c_loc(opts%lease_ms)), c_layout(18))
    call pass("layout")
 
    msg = hpclock_version()
@@ -77,6 +110,10 @@ program test_hpclock
    opts = hpclock_options_default()
    call check_i("options", "hpclock_options_default() mode", opts%mode, int(o'644'))
    call pass("options")
+
+   ! A variable never given hpclock_options_init starts with its values.
+   call check_declared_options()
+   call pass("options_declared")
 
    st = hpclock_fs_check(dir, info)
    call check_status("fs_check", "hpclock_fs_check(dir)", st, HPCLOCK_OK)
@@ -185,12 +222,57 @@ program test_hpclock
    call check_i8("empty_path", "handle on E_INVALID", h2, 0_c_int64_t)
    call pass("empty_path")
 
+   ! A blank-padded path, as a character(len=64) variable holds it, names
+   ! the same file as its trim(): the two exclude each other, and no file
+   ! whose name ends in blanks appears. The label is trimmed too.
+   padded = dir//"/padded.lock"//repeat(" ", 26)
+   padded_label = "step 3"//repeat(" ", 10)
+   st = hpclock_acquire(padded, hpclock_options_default(), h, label=padded_label)
+   call check_status("untrimmed", "hpclock_acquire(padded path)", st, HPCLOCK_OK)
+   h2 = -7
+   st = hpclock_try_acquire(trim(padded), h2)
+   call check_status("untrimmed", "hpclock_try_acquire(trim(padded path)) while held", st, HPCLOCK_BUSY)
+   call check_i8("untrimmed", "handle on BUSY", h2, 0_c_int64_t)
+   call check("untrimmed", "no file named with the trailing blanks", &
+              c_access(padded//c_null_char, 0_c_int) /= 0)
+   call check("untrimmed", "the trimmed file exists", c_access(trim(padded)//c_null_char, 0_c_int) == 0)
+   st = hpclock_holder_info(padded, holder)
+   call check_status("untrimmed", "hpclock_holder_info(padded path)", st, HPCLOCK_OK)
+   call check_holder("untrimmed", holder, HPCLOCK_STATE_HELD, 1_c_int64_t, "step 3")
+   st = hpclock_fs_check(padded, info)
+   call check_status("untrimmed", "hpclock_fs_check(padded path)", st, HPCLOCK_OK)
+   st = hpclock_release(h)
+   call check_status("untrimmed", "hpclock_release", st, HPCLOCK_OK)
+   st = hpclock_try_acquire(trim(padded), h2)
+   call check_status("untrimmed", "hpclock_try_acquire(trim(padded path)) after release", st, HPCLOCK_OK)
+   st = hpclock_release(h2)
+   call pass("untrimmed")
+
    write (*, '(i0, a)') n_passed, " passed, 0 failed"
    ! Main-program variables live to the end: without this, leak checkers
    ! (-fsanitize=address) report them.
-   deallocate (dir, lock, missing, msg)
+   deallocate (dir, lock, missing, msg, padded, padded_label)
 
 contains
+
+   ! Byte offset of a field from the start of its variable.
+   function offset(base, field) result(bytes)
+      type(c_ptr), intent(in) :: base, field
+      integer(c_int64_t) :: bytes
+      bytes = int(transfer(field, 0_c_intptr_t) - transfer(base, 0_c_intptr_t), c_int64_t)
+   end function offset
+
+   ! A local variable, default-initialised on every call: no garbage, no
+   ! zeros, but hpclock_options_init's values.
+   subroutine check_declared_options()
+      type(hpclock_options) :: declared, initialised
+      call hpclock_options_init(initialised)
+      call check_i("options_declared", "flags", declared%flags, int(initialised%flags))
+      call check_i("options_declared", "mode (0644)", declared%mode, int(initialised%mode))
+      call check_i("options_declared", "mode is 0644", declared%mode, int(o'644'))
+      call check_i8("options_declared", "timeout_ms", declared%timeout_ms, initialised%timeout_ms)
+      call check("options_declared", "label is NULL", .not. c_associated(declared%label))
+   end subroutine check_declared_options
 
    subroutine pass(group)
       character(len=*), intent(in) :: group

@@ -8,13 +8,23 @@
 !
 !     use hpclock
 !     integer(hpclock_handle_kind) :: h
-!     if (hpclock_try_acquire(trim(lockfile), h) == HPCLOCK_OK) then
+!     if (hpclock_try_acquire(lockfile, h) == HPCLOCK_OK) then
 !        ! ... the work ...
 !        if (hpclock_complete(h) /= HPCLOCK_OK) print *, hpclock_last_error()
 !     end if
 !
-! Paths and labels are bytes: the wrappers do not trim them, so pass
-! trim(path) from a fixed-length variable. A NUL inside a string ends it.
+! Paths and labels: the wrappers drop trailing blanks, so a character(len=64)
+! variable names the same file as its trim(); a path that really ends in
+! blanks goes through the raw hpclock_*_c interfaces (NUL-terminated). A NUL
+! inside a string ends it.
+!
+! Integer kinds: the module compiles, and is used, alike with and without
+! -fdefault-integer-8 (or -i8). Statuses are integer(c_int32_t) function
+! results, which assignment converts to any integer; hpclock_status_name
+! takes a status of either kind. The constants, like the fields of the
+! types, have C's kinds: combine flags as ior(HPCLOCK_SYNC, HPCLOCK_IGNORE_DONE)
+! and assign the result to opts%flags. Handles are always
+! integer(hpclock_handle_kind), 64 bits, as in C.
 !
 ! C's unsigned types have no Fortran kind; they map to the signed kind of the
 ! same size. Handles (uint64_t) and generations count up from 1, and flags,
@@ -40,12 +50,15 @@ module hpclock
    integer(c_int32_t), parameter, public :: HPCLOCK_E_NOTSUP = -3
    integer(c_int32_t), parameter, public :: HPCLOCK_E_UNSAFE = -4
    integer(c_int32_t), parameter, public :: HPCLOCK_E_INTERNAL = -5
+   integer(c_int32_t), parameter, public :: HPCLOCK_E_LOST = -6
 
    ! Flags for hpclock_options%flags (C: uint32_t); combine with ior().
    integer(c_int32_t), parameter, public :: HPCLOCK_RANK0_ONLY = 1
    integer(c_int32_t), parameter, public :: HPCLOCK_REQUIRE_CLUSTER = 2
    integer(c_int32_t), parameter, public :: HPCLOCK_SYNC = 4
    integer(c_int32_t), parameter, public :: HPCLOCK_IGNORE_DONE = 8
+   integer(c_int32_t), parameter, public :: HPCLOCK_LEASE = 16
+   integer(c_int32_t), parameter, public :: HPCLOCK_NO_LEASE = 32
 
    ! hpclock_holder%state
    integer(c_int32_t), parameter, public :: HPCLOCK_STATE_FREE = 0
@@ -63,16 +76,21 @@ module hpclock
    ! hpclock_fs_info%primitive
    integer(c_int32_t), parameter, public :: HPCLOCK_PRIMITIVE_FLOCK = 1
    integer(c_int32_t), parameter, public :: HPCLOCK_PRIMITIVE_OFD = 2
+   integer(c_int32_t), parameter, public :: HPCLOCK_PRIMITIVE_LEASE = 3
 
-   ! No default initialisation: the defaults belong to the C library
-   ! (hpclock_options_init / hpclock_options_default).
+   ! The C struct field for field. A variable of this type starts with the
+   ! values hpclock_options_init gives (no flags, mode 0644, one try, no
+   ! label), so calling it is optional. mode 0 also means 0644; the umask
+   ! applies to either.
    type, bind(C), public :: hpclock_options
-      integer(c_int32_t) :: flags        ! uint32_t
-      integer(c_int32_t) :: mode         ! uint32_t
-      integer(c_int64_t) :: timeout_ms
+      integer(c_int32_t) :: flags = 0                          ! uint32_t
+      integer(c_int32_t) :: mode = int(o'644', c_int32_t)      ! uint32_t
+      integer(c_int64_t) :: timeout_ms = 0_c_int64_t
       ! const char *: a Fortran caller sets it through the label argument of
       ! hpclock_acquire, which keeps the NUL-terminated copy alive.
-      type(c_ptr) :: label
+      type(c_ptr) :: label = c_null_ptr
+      ! The lease period in milliseconds; 0 = the default (60000).
+      integer(c_int64_t) :: lease_ms = 0_c_int64_t
    end type hpclock_options
 
    type, bind(C), public :: hpclock_holder
@@ -100,15 +118,20 @@ module hpclock
 
    public :: hpclock_try_acquire_c, hpclock_options_init_c, hpclock_acquire_c, &
       hpclock_release_c, hpclock_complete_c, hpclock_holder_info_c, &
-      hpclock_handle_info_c, hpclock_fs_check_c, hpclock_mpi_rank_c, &
+      hpclock_handle_info_c, hpclock_fs_check_c, hpclock_check_c, hpclock_mpi_rank_c, &
       hpclock_last_error_c, hpclock_last_errno_c, hpclock_status_name_c, &
       hpclock_version_c
 
    public :: hpclock_try_acquire, hpclock_options_init, hpclock_options_default, &
       hpclock_acquire, hpclock_release, hpclock_complete, hpclock_holder_info, &
-      hpclock_handle_info, hpclock_fs_check, hpclock_mpi_rank, &
+      hpclock_handle_info, hpclock_fs_check, hpclock_check, hpclock_mpi_rank, &
       hpclock_last_error, hpclock_last_errno, hpclock_status_name, &
       hpclock_version, hpclock_string
+
+   ! A status of either integer kind.
+   interface hpclock_status_name
+      module procedure hpclock_status_name_i32, hpclock_status_name_i64
+   end interface hpclock_status_name
 
    ! Raw interfaces. Paths are NUL-terminated c_char arrays. Arguments that C
    ! allows to be NULL are type(c_ptr), value; the others are references.
@@ -145,6 +168,12 @@ module hpclock
          integer(c_int64_t), value :: h
          integer(c_int32_t) :: hpclock_complete_c
       end function hpclock_complete_c
+
+      function hpclock_check_c(h) bind(C, name="hpclock_check")
+         import :: c_int32_t, c_int64_t
+         integer(c_int64_t), value :: h
+         integer(c_int32_t) :: hpclock_check_c
+      end function hpclock_check_c
 
       function hpclock_holder_info_c(path, out) bind(C, name="hpclock_holder_info")
          import :: c_int32_t, c_char, hpclock_holder
@@ -211,7 +240,7 @@ contains
       character(len=*), intent(in) :: path
       integer(hpclock_handle_kind), intent(out) :: handle
       integer(c_int32_t) :: status
-      status = hpclock_try_acquire_c(path // c_null_char, handle)
+      status = hpclock_try_acquire_c(trim(path) // c_null_char, handle)
    end function hpclock_try_acquire
 
    subroutine hpclock_options_init(opts)
@@ -227,7 +256,8 @@ contains
 
    ! label, if present, replaces opts%label for this call only: the C side
    ! copies it into the record, so a temporary NUL-terminated copy suffices.
-   ! Without it, opts%label is passed through as is (c_null_ptr by default).
+   ! Its trailing blanks are dropped, like the path's. Without it, opts%label
+   ! is passed through as is (c_null_ptr by default).
    function hpclock_acquire(path, opts, handle, label) result(status)
       character(len=*), intent(in) :: path
       type(hpclock_options), intent(in) :: opts
@@ -238,19 +268,20 @@ contains
       ! An array, not a character(len=n) scalar: only len=1 characters are
       ! interoperable, so only an array may be given to c_loc under -std=f2008.
       character(kind=c_char), allocatable, target :: clabel(:)
-      integer :: i
+      integer :: i, n
       o = opts
       if (present(label)) then
+         n = len_trim(label)
          ! allocate, not clabel = ...: gfortran 12 gives a false
          ! -Wmaybe-uninitialized on reallocation upon assignment.
-         allocate (clabel(len(label) + 1))
-         do i = 1, len(label)
+         allocate (clabel(n + 1))
+         do i = 1, n
             clabel(i) = label(i:i)
          end do
-         clabel(len(label) + 1) = c_null_char
+         clabel(n + 1) = c_null_char
          o%label = c_loc(clabel)
       end if
-      status = hpclock_acquire_c(path // c_null_char, c_loc(o), handle)
+      status = hpclock_acquire_c(trim(path) // c_null_char, c_loc(o), handle)
    end function hpclock_acquire
 
    function hpclock_release(h) result(status)
@@ -265,12 +296,20 @@ contains
       status = hpclock_complete_c(h)
    end function hpclock_complete
 
+   ! HPCLOCK_OK while the lock is still yours, HPCLOCK_E_LOST once it is not:
+   ! ask before writing what the lock protects.
+   function hpclock_check(h) result(status)
+      integer(hpclock_handle_kind), intent(in) :: h
+      integer(c_int32_t) :: status
+      status = hpclock_check_c(h)
+   end function hpclock_check
+
    ! holder is written only on HPCLOCK_OK.
    function hpclock_holder_info(path, holder) result(status)
       character(len=*), intent(in) :: path
       type(hpclock_holder), intent(out) :: holder
       integer(c_int32_t) :: status
-      status = hpclock_holder_info_c(path // c_null_char, holder)
+      status = hpclock_holder_info_c(trim(path) // c_null_char, holder)
    end function hpclock_holder_info
 
    ! Either record may be left out (C: NULL). Written only on HPCLOCK_OK.
@@ -291,7 +330,7 @@ contains
       character(len=*), intent(in) :: path
       type(hpclock_fs_info), intent(out) :: info
       integer(c_int32_t) :: status
-      status = hpclock_fs_check_c(path // c_null_char, info)
+      status = hpclock_fs_check_c(trim(path) // c_null_char, info)
    end function hpclock_fs_check
 
    function hpclock_mpi_rank() result(rank)
@@ -310,11 +349,22 @@ contains
       errnum = hpclock_last_errno_c()
    end function hpclock_last_errno
 
-   function hpclock_status_name(status) result(name)
+   function hpclock_status_name_i32(status) result(name)
       integer(c_int32_t), intent(in) :: status
       character(len=:), allocatable :: name
       name = f_string(hpclock_status_name_c(status))
-   end function hpclock_status_name
+   end function hpclock_status_name_i32
+
+   ! A number out of int32_t's range is no status (nor is huge(0_c_int32_t)).
+   function hpclock_status_name_i64(status) result(name)
+      integer(c_int64_t), intent(in) :: status
+      character(len=:), allocatable :: name
+      if (abs(status) > int(huge(0_c_int32_t), c_int64_t)) then
+         name = f_string(hpclock_status_name_c(huge(0_c_int32_t)))
+      else
+         name = f_string(hpclock_status_name_c(int(status, c_int32_t)))
+      end if
+   end function hpclock_status_name_i64
 
    function hpclock_version() result(version)
       character(len=:), allocatable :: version
