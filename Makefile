@@ -92,14 +92,15 @@ CXX ?= c++
 # test_faults run once, on the rig that c-tests/fs_rig.sh mounts around them.
 C_TESTS := $(BUILD)/test_core $(BUILD)/test_record $(BUILD)/test_lifecycle $(BUILD)/test_real_use
 
-c-test: $(C_TESTS) $(BUILD)/test_fs $(BUILD)/test_faults
+c-test: $(C_TESTS) $(BUILD)/test_fs $(BUILD)/test_faults $(BUILD)/test_lease
 	$(CC) -std=c11 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c include/hpclock.h
 	$(CXX) -std=c++11 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c++ include/hpclock.h
 	@status=0; for t in $(C_TESTS); do \
 	  echo "== $$t"; $$t || status=1; \
 	  echo "== $$t, with the primitive forced to OFD locks"; HPCLOCK_TEST_PRIMITIVE=ofd $$t || status=1; \
 	done; \
-	echo "== on the rig of c-tests/fs_rig.sh"; bash c-tests/fs_rig.sh $(BUILD)/test_fs $(BUILD)/test_faults || status=1; \
+	echo "== on the rig of c-tests/fs_rig.sh"; bash c-tests/fs_rig.sh $(BUILD)/test_fs $(BUILD)/test_faults \
+	  $(BUILD)/test_lease c-tests/test_lease_cli.sh || status=1; \
 	exit $$status
 
 # The race over URLs; one job three times: it crashes after step 2, is resumed
@@ -126,14 +127,15 @@ demo: $(BUILD)/demo $(BUILD)/resume lib
 # HPCLOCK_UNDER_VALGRIND tells the tests to scale their heaviest loops down.
 VALGRIND := env HPCLOCK_UNDER_VALGRIND=1 valgrind -q --error-exitcode=97 --leak-check=full --errors-for-leak-kinds=definite \
             --show-leak-kinds=definite
-memcheck: $(C_TESTS) $(BUILD)/test_fs $(BUILD)/test_faults
+memcheck: $(C_TESTS) $(BUILD)/test_fs $(BUILD)/test_faults $(BUILD)/test_lease
 	@if ! command -v valgrind >/dev/null 2>&1; then \
 	  if [ "$$CI" = true ]; then echo "valgrind is not installed, and CI=true: failing"; exit 1; fi; \
 	  echo "valgrind is not installed: memcheck SKIPPED"; exit 0; \
 	fi; \
 	status=0; for t in $(C_TESTS); do echo "== $$t, under valgrind"; $(VALGRIND) $$t || status=1; done; \
 	echo "== on the rig, under valgrind"; \
-	HPCLOCK_RIG_RUNNER="$(VALGRIND)" bash c-tests/fs_rig.sh $(BUILD)/test_fs $(BUILD)/test_faults || status=1; \
+	HPCLOCK_RIG_RUNNER="$(VALGRIND)" bash c-tests/fs_rig.sh $(BUILD)/test_fs $(BUILD)/test_faults \
+	  $(BUILD)/test_lease || status=1; \
 	exit $$status
 
 # Under real Open MPI; without mpicc the script reports its tests SKIPPED (or

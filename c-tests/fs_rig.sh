@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs test programs (c-tests/test_fs.c, test_faults.c) on a rig: one backing
+# Runs test programs (c-tests/test_fs.c, test_faults.c, test_lease.c and
+# test_lease_cli.sh) on a rig: one backing
 # directory mounted twice with bindfs (FUSE) without lock forwarding — two
 # "nodes" whose flock is node-local, like Lustre localflock — and twice with
 # --enable-lock-forwarding — coherent, like Lustre -o flock; plus a fresh tmpfs,

@@ -116,23 +116,26 @@ fn from_the_ladder(path: &Path, fd: &std::os::fd::OwnedFd) -> Result<Option<Read
                 1 => None,
                 0 => {
                     record.state = State::Stale;
-                    Some(format!("the lease holder, pid {} on this node, is gone: the next acquire takes over at once",
-                                 record.pid))
+                    Some(format!("the lease holder, pid {} on this node, is gone: the next acquire takes over at \
+                                  once (rule 4)", record.pid))
                 }
-                _ if age_ms >= 2 * lease.lease_ms => {
-                    record.state = State::Stale;
+                // A holder on another node is alive until an acquirer has
+                // watched its rung stay the same for a lease (rule 4); a
+                // reader that only looks once cannot say more, whatever the
+                // clocks suggest.
+                _ => {
+                    let by_the_clocks = if age_ms >= 2 * lease.lease_ms {
+                        "more than two leases by the clocks: its node may be dead, or a clock is off; "
+                    } else {
+                        ""
+                    };
                     Some(format!(
                         "held by pid {} on {} by the lease, last renewed {:.1} s ago by its clock (lease {:.1} s): \
-                         more than two leases, so presumably dead; an acquire still watches rung {top} for a lease \
-                         before taking over, since clocks may be off",
+                         {by_the_clocks}on another node, a holder counts as alive until its rung {top} stays \
+                         unchanged for a whole lease (rule 4), which an acquire watches before taking over",
                         record.pid, String::from_utf8_lossy(&record.host), age_ms as f64 / 1000.0,
                         lease.lease_ms as f64 / 1000.0))
                 }
-                _ => Some(format!(
-                    "held by pid {} on {} by the lease, last renewed {:.1} s ago by its clock (lease {:.1} s): on \
-                     another node, alive until its rung {top} stays unchanged for a whole lease",
-                    record.pid, String::from_utf8_lossy(&record.host), age_ms as f64 / 1000.0,
-                    lease.lease_ms as f64 / 1000.0)),
             }
         }
         State::Free | State::Done | State::Stale => None,

@@ -148,6 +148,9 @@ fn judge(view: &RungView, top: u64, climb: &Climb, watch: &mut Option<Watch>) ->
             (climb.lease_ms, generation, None, Record { state: State::Held, generation, ..Record::default() })
         }
     };
+    // The top moved while we watched: a renewal (or a take-over) was seen,
+    // so someone there is alive; a one-try call answers BUSY now.
+    let moved = watch.as_ref().is_some_and(|w| w.rung != top);
     let since = match watch {
         Some(w) if w.rung == top => w.since_ns,
         _ => {
@@ -166,7 +169,7 @@ fn judge(view: &RungView, top: u64, climb: &Climb, watch: &mut Option<Watch>) ->
     // looks recent means BUSY at once; one that looks older than two leases
     // (a dead node, or a clock that is off) is watched for a lease.
     let age_ms = renewed.map(|at| identity::now_unix_ms().saturating_sub(at));
-    let recent = age_ms.is_some_and(|age| age < 2 * lease_ms);
+    let recent = moved || age_ms.is_some_and(|age| age < 2 * lease_ms);
     let what = match (view, age_ms) {
         (RungView::Unreadable { why, .. }, _) => format!("rung {top} is unreadable ({why})"),
         (_, Some(age)) => format!("held by pid {} on {}: its rung {top} was written {:.1} s ago by its clock",
@@ -468,6 +471,12 @@ impl HeldLease {
                 Ok(())
             }
         }
+    }
+}
+
+impl std::fmt::Debug for HeldLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HeldLease {{ ladder: {:?}, lease_ms: {}, loss: {:?} }}", self.ladder.path(), self.lease_ms, self.loss())
     }
 }
 

@@ -84,6 +84,16 @@ impl Options {
             return Err(Error::invalid(format!(
                 "label is {} bytes; the limit is {MAX_LABEL_BYTES}: a longer label is refused, not cut", self.label.len())));
         }
+        if self.flags & HPCLOCK_LEASE != 0 {
+            // Forced: refused before anything is created. Otherwise the
+            // period is checked only where the lease is used: it is ignored
+            // without one.
+            self.validate_lease()?;
+        }
+        Ok(())
+    }
+
+    fn validate_lease(&self) -> Result<(), Error> {
         if self.lease_ms < 0 || (self.lease_ms > 0 && self.lease_ms < MIN_LEASE_MS) {
             return Err(Error::invalid(format!(
                 "lease_ms {} is not a lease period: 0 for the default ({DEFAULT_LEASE_MS}), or at least {MIN_LEASE_MS}",
@@ -154,12 +164,6 @@ pub struct Lock {
     lease: Option<Arc<HeldLease>>,
 }
 
-impl std::fmt::Debug for HeldLease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HeldLease {{ lease_ms: {} }}", self.lease_ms())
-    }
-}
-
 pub fn acquire(path: &Path, opts: &Options) -> Result<Outcome, Error> {
     opts.validate()?;
     let cpath = c_path(path)?;
@@ -184,6 +188,12 @@ pub fn acquire(path: &Path, opts: &Options) -> Result<Outcome, Error> {
         let (fd, dev, ino) = open_lock_file(path, &cpath, opts)?;
         let magic = fs::magic_of(&fd, path)?;
         let lease = opts.wants_lease(|| fs::lease_wanted(&fd, magic));
+        if fs::kernel_locks_refused() && !lease {
+            // As on a filesystem that refuses locks (ENOSYS), without the lease.
+            return Err(Error::os_errno("cannot lock", path, libc::ENOSYS,
+                                       "the filesystem refuses locks (HPCLOCK_TEST_PRIMITIVE=none), and HPCLOCK_NO_LEASE \
+                                        forbids the lease"));
+        }
         let mut primitive = (!fs::kernel_locks_refused()).then(|| fs::primitive_for(magic));
         if let Some(kernel) = primitive {
             match try_lock(&fd, path, kernel) {
@@ -339,6 +349,7 @@ fn take_over(locked: Locked, place: &Place, opts: &Options) -> Result<Outcome, E
     }
     let template = my_record(opts);
     let (mine, previous, lease) = if place.lease {
+        opts.validate_lease()?;
         let ladder = Ladder::open(path, opts.mode())?;
         let climb = Climb {
             mine: &template,

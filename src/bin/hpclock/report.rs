@@ -161,8 +161,9 @@ fn base64(bytes: &[u8]) -> String {
     out
 }
 
-/// The fields of the C struct hpclock_holder, by the same names, plus path
-/// (and note, when there is more to say than the fields hold).
+/// The fields of the C struct hpclock_holder, by the same names, plus path,
+/// rung, lease_ms and renewed_unix_ms in lease mode, and note when there is
+/// more to say than the fields hold (in lease mode: the rule that judged).
 pub fn holder_json(lock: &Path, reading: &Reading) -> Value {
     let r = &reading.record;
     let mut object = json!({
@@ -175,6 +176,13 @@ pub fn holder_json(lock: &Path, reading: &Reading) -> Value {
         "acquired_unix_ms": r.acquired_unix_ms,
         "released_unix_ms": r.released_unix_ms,
     });
+    if let Some(lease) = &r.lease {
+        // In lease mode: which rung speaks, the holder's lease, and when it
+        // last renewed by its own clock.
+        object["rung"] = json!(lease.rung);
+        object["lease_ms"] = json!(lease.lease_ms);
+        object["renewed_unix_ms"] = json!(lease.renewed_unix_ms);
+    }
     put_bytes(&mut object, "path", lock.as_os_str().as_bytes());
     put_bytes(&mut object, "host", &r.host);
     put_bytes(&mut object, "job_id", &r.job_id);
