@@ -1497,11 +1497,12 @@ LEASE_TEST(a_climber_delayed_before_its_create_yields_to_the_higher_rung_it_find
     return PASS;
 }
 
-/* Rule 3's EEXIST: a holder (lease 6 s, renewing every 2 s) whose top rung
- * is made unreadable (truncated) just after it renewed is, to a taker with a
- * 0.6 s lease, a holder that renews nothing: the taker takes over with the
- * next rung (rule 1) and is then stopped, so that it climbs no further. The
- * holder's next renewal meets EEXIST on that rung and must say LOST. */
+/* Rule 3's EEXIST: a holder (lease 6 s, renewing every 2 s) whose two top
+ * rungs are made unreadable (truncated) just after it renewed is, to a taker
+ * with a 0.6 s lease, a holder that renews nothing and whose lease nothing
+ * tells: the taker watches for its own lease, takes over with the next rung
+ * (rule 1) and is then stopped, so that it climbs no further. The holder's
+ * next renewal meets EEXIST on that rung and must say LOST. */
 LEASE_TEST(a_holder_whose_next_rung_was_taken_says_lost_at_its_next_renewal) {
     if (!have_lease_rig()) return no_rig();
     const char *file = "taken.lock";
@@ -1514,6 +1515,7 @@ LEASE_TEST(a_holder_whose_next_rung_was_taken_says_lost_at_its_next_renewal) {
     while ((renewed = top_rung(on_node('a', file))) == first && now_seconds() < until) sleep_ms(2);
     CHECK(renewed == first + 1);
     CHECK(truncate(rung_path(on_node('a', file), renewed), 0) == 0);
+    CHECK(truncate(rung_path(on_node('a', file), first), 0) == 0);
     CHECK_ACQUIRE(t, on_node('b', file), HPCLOCK_LEASE, 3000, 600, 15, &taken, HPCLOCK_OK);
     kill(t->pid, SIGSTOP);
     unsigned long long top = top_rung(on_node('a', file));
@@ -1527,6 +1529,30 @@ LEASE_TEST(a_holder_whose_next_rung_was_taken_says_lost_at_its_next_renewal) {
     CHECK_RC(rc, HPCLOCK_E_LOST);
     CHECK(strstr(note, "taken over") != NULL);
     CHECK(top_rung(on_node('a', file)) == renewed + 1); /* the holder created nothing above the taker */
+    return PASS;
+}
+
+/* Rule 1 with mixed periods: an unreadable top rung is watched for the lease
+ * of the readable rung below it (the holder's last renewal), not the
+ * watcher's own shorter one: a holder (lease 6 s) whose renewal left an empty
+ * rung is not taken over by a caller with a 0.6 s lease waiting 3 s. */
+LEASE_TEST(an_unreadable_top_rung_is_watched_for_the_lease_of_the_rung_below_it) {
+    if (!have_lease_rig()) return no_rig();
+    const char *file = "torn-top.lock";
+    struct agent *h = agent_start("node-a"), *t = agent_start("node-b");
+    CHECK(h && t);
+    struct acquired held, waited;
+    CHECK_ACQUIRE(h, on_node('a', file), HPCLOCK_LEASE, 0, 6000, 10, &held, HPCLOCK_OK);
+    unsigned long long first = top_rung(on_node('a', file)), top = first;
+    double until = now_seconds() + 5;
+    while ((top = top_rung(on_node('a', file))) == first && now_seconds() < until) sleep_ms(2);
+    CHECK(top == first + 1); /* one renewal: the rung below the top is the holder's */
+    kill(h->pid, SIGSTOP);   /* no renewal replaces the torn rung during the test */
+    CHECK(truncate(rung_path(on_node('a', file), top), 0) == 0);
+    CHECK_ACQUIRE(t, on_node('b', file), HPCLOCK_LEASE, 3000, 600, 15, &waited, HPCLOCK_BUSY);
+    fprintf(stderr, "    a 0.6 s caller waited %.2f s on the unreadable rung %llu of a 6 s holder: %s\n",
+            waited.ms / 1000.0, top, hpclock_status_name(waited.rc));
+    kill(h->pid, SIGCONT);
     return PASS;
 }
 
@@ -1685,6 +1711,8 @@ static const struct test tests[] = {
       a_climber_delayed_before_its_create_yields_to_the_higher_rung_it_finds },
     { "a_holder_whose_next_rung_was_taken_says_lost_at_its_next_renewal",
       a_holder_whose_next_rung_was_taken_says_lost_at_its_next_renewal },
+    { "an_unreadable_top_rung_is_watched_for_the_lease_of_the_rung_below_it",
+      an_unreadable_top_rung_is_watched_for_the_lease_of_the_rung_below_it },
     { "the_top_two_rungs_always_stay_while_a_holder_renews_and_after_it_releases",
       the_top_two_rungs_always_stay_while_a_holder_renews_and_after_it_releases },
     { "a_slow_release_never_prunes_the_rung_of_the_next_holder", a_slow_release_never_prunes_the_rung_of_the_next_holder },

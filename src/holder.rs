@@ -64,7 +64,7 @@ pub fn holder_info(path: &Path) -> Result<Reading, Error> {
         Seen::NotLocked if fs::is_node_private(magic) => KernelLock::Free,
         Seen::NotLocked | Seen::CannotTell => KernelLock::Unknown,
     };
-    if let Some(reading) = from_the_ladder(path, &fd)? {
+    if let Some(reading) = from_the_ladder(path, &fd, &st)? {
         return Ok(reading);
     }
     let mut before = read_record_settled(&fd, path)?;
@@ -86,7 +86,7 @@ pub fn holder_info(path: &Path) -> Result<Reading, Error> {
 /// lock file's record is a copy for people, and the kernel's table sees only
 /// this node). None when the lock has no ladder, or the lock file's record is
 /// newer than the ladder's top (the lock was used without the lease since).
-fn from_the_ladder(path: &Path, fd: &std::os::fd::OwnedFd) -> Result<Option<Reading>, Error> {
+fn from_the_ladder(path: &Path, fd: &std::os::fd::OwnedFd, st: &libc::stat) -> Result<Option<Reading>, Error> {
     let Some(ladder) = Ladder::open_existing(path)? else { return Ok(None) };
     let Some(&top) = ladder.rungs()?.last() else { return Ok(None) };
     let file_generation = match Record::parse_file(&read_record_settled(fd, path)?) {
@@ -95,7 +95,7 @@ fn from_the_ladder(path: &Path, fd: &std::os::fd::OwnedFd) -> Result<Option<Read
     };
     let mut record = match ladder.read(top)? {
         RungView::Record(record) => record,
-        RungView::Missing => return from_the_ladder(path, fd), // pruned while we looked: read again
+        RungView::Missing => return from_the_ladder(path, fd, st), // pruned while we looked: read again
         RungView::Unreadable { why, max_generation } => {
             let record = Record { state: State::Held, alive: -1, generation: max_generation, ..Record::default() };
             let note = format!("the top rung ({top}) of the lease directory {} is unreadable ({why}): a holder that \
@@ -114,6 +114,14 @@ fn from_the_ladder(path: &Path, fd: &std::os::fd::OwnedFd) -> Result<Option<Read
             record.alive = liveness(&record);
             match record.alive {
                 1 => None,
+                // This node's kernel refines the answer for holders on this
+                // node: a child the holder forked may keep the lock file's
+                // kernel lock (and no one renews the lease).
+                0 if matches!(kernel_lock::query(fd, fs::primitive_for(fs::magic_of(fd, path)?), st),
+                              Seen::Locked(_)) => {
+                    let judged = held_through_an_inherited_descriptor(record, st);
+                    return Ok(Some(Reading { record: judged.record, note: judged.note }));
+                }
                 0 => {
                     record.state = State::Stale;
                     Some(format!("the lease holder, pid {} on this node, is gone: the next acquire takes over at \
@@ -301,7 +309,12 @@ pub fn liveness(record: &Record) -> i32 {
     }
     match identity::process_stat(record.pid) {
         Some(stat) if !stat.exited && (record.start_time == 0 || stat.start_time == record.start_time) => 1,
-        _ => 0,
+        Some(_) => 0, // exited, or another process was given the pid since
+        // /proc may not show another user's process (hidepid): only a pid
+        // the kernel does not know is gone. A live holder must never be
+        // judged dead, so one that cannot be checked counts as running.
+        None if identity::pid_exists(record.pid) => 1,
+        None => 0,
     }
 }
 

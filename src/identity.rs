@@ -154,6 +154,13 @@ pub fn process_uid(pid: i64) -> Option<u32> {
     status.lines().find_map(|line| line.strip_prefix("Uid:")?.split_ascii_whitespace().next()?.parse().ok())
 }
 
+/// Whether the kernel knows a process with this pid (kill(2) with signal 0:
+/// EPERM means it exists but belongs to someone else).
+pub fn pid_exists(pid: i64) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return false };
+    pid > 0 && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM))
+}
+
 pub fn process_stat(pid: i64) -> Option<ProcessStat> {
     let text = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     parse_stat(&text)

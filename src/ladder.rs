@@ -204,8 +204,16 @@ impl Ladder {
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         let fd = match retry(|| cvt(unsafe { libc::openat(self.dir.as_raw_fd(), name.as_ptr(), flags, 0o644) })) {
             Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
-            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => return Ok(Created::Taken),
-            Err(e) => return Err(Error::os("cannot create a rung in the lease directory", &self.path, e)),
+            // Neither answer of a failed create is believed before the rung is
+            // read back: an NFS create retransmitted after a lost reply says
+            // EEXIST for a file it made itself.
+            Err(e) => {
+                return match (self.read(rung)?, e.raw_os_error()) {
+                    (RungView::Record(found), _) if same_token(&found, record) => Ok(Created::Mine),
+                    (_, Some(libc::EEXIST)) => Ok(Created::Taken),
+                    _ => Err(Error::os("cannot create a rung in the lease directory", &self.path, e)),
+                };
+            }
         };
         let text = record.to_text();
         debug_assert!(text.len() <= MAX_RECORD_BYTES);
@@ -216,9 +224,7 @@ impl Ladder {
         match written {
             Ok(()) => Ok(Created::Mine),
             Err(error) => match self.read(rung)? {
-                RungView::Record(found) if found.lease.as_ref().map(|l| &l.token) == record.lease.as_ref().map(|l| &l.token) => {
-                    Ok(Created::Mine)
-                }
+                RungView::Record(found) if same_token(&found, record) => Ok(Created::Mine),
                 _ => Err(Error::os("cannot write a rung of the lease directory", &self.path, error)),
             },
         }
@@ -233,6 +239,12 @@ impl Ladder {
             unsafe { libc::unlinkat(self.dir.as_raw_fd(), name.as_ptr(), 0) };
         }
     }
+}
+
+/// Whether a rung read back is the one `mine` would have written.
+fn same_token(found: &Record, mine: &Record) -> bool {
+    let token = |r: &Record| r.lease.as_ref().map(|l| l.token.clone());
+    token(found).is_some() && token(found) == token(mine)
 }
 
 #[cfg(test)]

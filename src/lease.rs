@@ -106,8 +106,9 @@ fn same_node(record: &Record) -> bool {
         && record.boot_id == identity::boot_id().as_bytes()
 }
 
-/// Rules 1 and 4 applied to the top rung `top` as read now.
-fn judge(view: &RungView, top: u64, climb: &Climb, watch: &mut Option<Watch>) -> Verdict {
+/// Rules 1 and 4 applied to the top rung `top` as read now. `unreadable_lease`
+/// is the lease to watch an empty or torn top rung for.
+fn judge(view: &RungView, top: u64, climb: &Climb, watch: &mut Option<Watch>, unreadable_lease: i64) -> Verdict {
     let now = identity::monotonic_ns();
     let floor = climb.lock_file_record.generation;
     let (lease_ms, generation, renewed, mut previous) = match view {
@@ -142,10 +143,10 @@ fn judge(view: &RungView, top: u64, climb: &Climb, watch: &mut Option<Watch>) ->
             (lease, generation, record.lease.as_ref().map(|l| l.renewed_unix_ms), record.clone())
         }
         // An empty or torn rung: a holder that renews nothing, judged like
-        // one on a dead node; its lease is unknown, so ours is used.
+        // one on a dead node, for a lease that is not in it (see climb).
         RungView::Unreadable { max_generation, .. } => {
             let generation = (*max_generation).max(floor);
-            (climb.lease_ms, generation, None, Record { state: State::Held, generation, ..Record::default() })
+            (unreadable_lease, generation, None, Record { state: State::Held, generation, ..Record::default() })
         }
     };
     // The top moved while we watched: a renewal (or a take-over) was seen,
@@ -201,7 +202,19 @@ pub(crate) fn climb(ladder: &Ladder, climb: &Climb) -> Result<Climbed, Error> {
         if top > 0 && view == RungView::Missing {
             continue; // pruned between the listing and the read: the ladder moved on
         }
-        let (generation, previous) = match judge(&view, top, climb, &mut watch) {
+        // An unreadable top rung says nothing of its writer's lease; the rung
+        // below it (the top two always stay, rule 5) is most likely the same
+        // holder's last renewal: watch for the longer of its lease and ours,
+        // or a holder with a longer lease than ours, whose renewal write
+        // failed, would be taken over while it still counts on its lease.
+        let unreadable_lease = match (&view, rungs.len()) {
+            (RungView::Unreadable { .. }, n) if n >= 2 => match ladder.read(rungs[n - 2])? {
+                RungView::Record(below) => below.lease.as_ref().map_or(climb.lease_ms, |l| l.lease_ms.max(climb.lease_ms)),
+                _ => climb.lease_ms,
+            },
+            _ => climb.lease_ms,
+        };
+        let (generation, previous) = match judge(&view, top, climb, &mut watch, unreadable_lease) {
             Verdict::Done(record) => return Ok(Climbed::Done(record)),
             Verdict::Free { generation, previous } => (generation, previous),
             Verdict::Held { why, recent } => {
@@ -223,7 +236,7 @@ pub(crate) fn climb(ladder: &Ladder, climb: &Climb) -> Result<Climbed, Error> {
                 "lease directory {} has used up its fencing tokens (generation {}): another acquisition would \
                  repeat one", quote_path(ladder.path()), u64::MAX)));
         };
-        let next = top + 1;
+        let next = next_rung(ladder, top)?;
         let record = Record {
             generation,
             lease: Some(LeaseFields {
@@ -253,6 +266,14 @@ pub(crate) fn climb(ladder: &Ladder, climb: &Climb) -> Result<Climbed, Error> {
         ladder.prune_below(next.saturating_sub(1), &rungs);
         return Ok(Climbed::Won { rung: next, record, began_ns, previous });
     }
+}
+
+/// The rung above `rung`. A ladder at the top of the range was planted by
+/// someone who may write the lease directory: refused, never wrapped to 0.
+fn next_rung(ladder: &Ladder, rung: u64) -> Result<u64, Error> {
+    rung.checked_add(1).ok_or_else(|| Error::invalid(format!(
+        "lease directory {} holds rung {}, the top of the range: remove the directory to start again",
+        quote_path(ladder.path()), u64::MAX)))
 }
 
 /// Sleeps up to `interval` within the caller's deadline; false when the
@@ -405,7 +426,9 @@ impl HeldLease {
             self.lose(Loss::Lapsed);
             return;
         }
-        let next = progress.rung + 1;
+        let Ok(next) = next_rung(&self.ladder, progress.rung) else {
+            return self.lose(Loss::TakenOver);
+        };
         let mut record = progress.record.clone();
         if let Some(lease) = record.lease.as_mut() {
             lease.rung = next;
@@ -449,7 +472,7 @@ impl HeldLease {
         let mut progress = self.progress.lock().map_err(|_| Error::invalid("lease state poisoned"))?;
         progress.finished = true;
         self.check()?;
-        let next = progress.rung + 1;
+        let next = next_rung(&self.ladder, progress.rung)?;
         let mut record = progress.record.clone();
         record.state = state;
         record.alive = 0;
@@ -657,7 +680,9 @@ mod tests {
         let started = Instant::now();
         assert!(matches!(climb(&ladder, &try_once(&mine, &file, 1000)).unwrap(), Climbed::Busy { .. }));
         assert!(started.elapsed() < Duration::from_secs(5), "a one-try call watched a live holder");
-        assert_eq!(ladder.create(5, &rung(5, State::Held, "x", 1, 1, 1)).unwrap(), Created::Taken);
+        let mut another = rung(5, State::Held, "x", 1, 1, 1);
+        another.lease.as_mut().unwrap().token = b"another".to_vec();
+        assert_eq!(ladder.create(5, &another).unwrap(), Created::Taken);
         std::fs::remove_dir_all(dir).unwrap();
     }
 
