@@ -1,4 +1,4 @@
-//! Where a lock holds (DESIGN §4): from the filesystem's magic number, its
+//! Where a lock holds (docs/filesystems.md): from the filesystem's magic number, its
 //! mount entry and options, and BeeGFS's client config, decide how far
 //! exclusion reaches (scope), which kernel lock to use (primitive), and say
 //! why in one sentence a user can act on.
@@ -13,6 +13,7 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// hpclock_fs_info.scope: cannot tell (FUSE without known lock support, unknown fs).
 pub const HPCLOCK_SCOPE_UNKNOWN: i32 = 0;
@@ -134,6 +135,42 @@ pub fn magic_of(fd: &OwnedFd, path: &Path) -> Result<u64, Error> {
     Ok(st.f_type as u64)
 }
 
+/// statfs f_type of an open file, without the fstatfs where it is known:
+/// cached by unique mount id (`lockfile::stat_without_times`; never reused
+/// while the system runs, and a mount's filesystem never changes, unlike a
+/// device number, which a later mount may reuse). A few entries, each
+/// guarded by a sequence number rather than a lock: a reader that sees it odd
+/// or changed, and a writer that finds it odd (another writer, or a fork in
+/// the middle of one), simply asks the kernel.
+pub fn magic_of_mount(fd: &OwnedFd, path: &Path, mount: Option<u64>) -> Result<u64, Error> {
+    let Some(mount) = mount else { return magic_of(fd, path) };
+    let entry = &MAGIC_CACHE[(mount % MAGIC_CACHE.len() as u64) as usize];
+    let before = entry.seq.load(Ordering::Acquire);
+    if before % 2 == 0 && entry.mount.load(Ordering::Acquire) == mount {
+        let magic = entry.magic.load(Ordering::Acquire);
+        if entry.seq.load(Ordering::Acquire) == before {
+            return Ok(magic);
+        }
+    }
+    let magic = magic_of(fd, path)?;
+    let seen = entry.seq.load(Ordering::Relaxed);
+    if seen % 2 == 0 && entry.seq.compare_exchange(seen, seen + 1, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+        entry.mount.store(mount, Ordering::Release);
+        entry.magic.store(magic, Ordering::Release);
+        entry.seq.store(seen + 2, Ordering::Release);
+    }
+    Ok(magic)
+}
+
+struct MagicEntry {
+    seq: AtomicU64,
+    mount: AtomicU64,
+    magic: AtomicU64,
+}
+
+static MAGIC_CACHE: [MagicEntry; 4] =
+    [const { MagicEntry { seq: AtomicU64::new(0), mount: AtomicU64::new(0), magic: AtomicU64::new(0) } }; 4];
+
 /// Locks on a node-private filesystem are all in this node's kernel, so its
 /// lock table (/proc/locks) is the whole truth.
 pub fn is_node_private(magic: u64) -> bool {
@@ -188,7 +225,7 @@ pub fn lease_wanted(fd: &OwnedFd, magic: u64) -> bool {
     matches!(magic, magic::NFS | magic::LUSTRE | magic::BEEGFS) && classify_open(fd, magic).lease
 }
 
-/// The decision of DESIGN §4, row by row.
+/// The decision of docs/filesystems.md#the-table, row by row.
 pub fn classify(facts: &MountFacts) -> FsInfo {
     let fs_type = if facts.fs_type.is_empty() { type_name_of(facts.magic).to_string() } else { facts.fs_type.clone() };
     let at = if facts.mount_point.is_empty() { String::new() } else { format!("{} is ", facts.mount_point) };

@@ -50,10 +50,16 @@ fn margin_ns(lease_ms: i64) -> u64 {
     lease_ms as u64 * NS_PER_MS / 10
 }
 
-/// How often a watcher looks again: a tenth of the lease, between 20 ms and
-/// 2 s (each look is a listing and a read on the metadata server).
+/// How often a watcher looks again: a tenth of the lease, between 100 ms and
+/// 2 s (each look is a listing and a read on the metadata server, so at most
+/// 10 looks a second, the goal of every shared-filesystem wait: `wait`),
+/// stretched by a random 0–25 % so that waiters started together (a job
+/// array) do not look together. A watcher must see the top rung unchanged
+/// for a whole lease (rule 4): looking less often only makes it look longer.
 fn poll_interval(lease_ms: i64) -> Duration {
-    Duration::from_millis((lease_ms / 10).clamp(20, 2000) as u64)
+    let base = Duration::from_millis((lease_ms / 10).clamp(100, 2000) as u64);
+    let jitter = (identity::nonce() >> 11) as f64 / (1u64 << 53) as f64 / 4.0;
+    base + base.mul_f64(jitter)
 }
 
 /// What a caller wants from a climb.

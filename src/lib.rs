@@ -5,7 +5,8 @@
 //! without locking), `identity` who we are, `fs` what the filesystem can
 //! promise, `kernel_lock` the kernel's flock and OFD locks, `lockfile` the
 //! file's I/O, `status` the outcomes and errors,
-//! `handles` the handle table, and `ffi` the thin C boundary over all of them. The C contract is ../shared/DESIGN.md.
+//! `handles` the handle table, and `ffi` the thin C boundary over all of them. The design, the C API's
+//! rules included, is in docs/ (docs/README.md).
 
 // cbindgen writes the header in this order: status codes, flags, states,
 // scopes and primitives.
@@ -22,6 +23,7 @@ mod fork_safe;
 mod ladder;
 mod lease;
 mod lifecycle;
+mod wait;
 pub mod ffi;
 
 pub use holder::{holder_info, Reading};

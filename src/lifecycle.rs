@@ -41,6 +41,7 @@ extern "C" fn after_fork_in_child() {
     crate::lease::REGISTRY.release_after_fork(crate::lease::forget_in_child);
     crate::handles::TABLE.release_after_fork(|_| {});
     crate::identity::forget_own_start_time();
+    crate::wait::forget_in_child();
 }
 
 /// Idempotent: only the first caller registers anything.

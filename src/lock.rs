@@ -8,13 +8,15 @@ use crate::identity;
 use crate::kernel_lock;
 use crate::ladder::Ladder;
 use crate::lease::{self, Climb, Climbed, HeldLease, DEFAULT_LEASE_MS, MIN_LEASE_MS};
-use crate::lockfile::{c_path, check_regular, open_error, open_fd, pwrite_all, read_record_bytes, read_record_settled};
+use crate::lockfile::{c_path, check_regular, check_regular_on_mount, open_error, open_fd, pwrite_all, read_record_bytes, read_record_settled};
 use crate::record::{Parsed, Record, State, MAX_LABEL_BYTES};
 use crate::status::{quote_path, Error, Status};
+use crate::wait::{self, Reach};
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,10 +40,6 @@ const KNOWN_FLAGS: u32 = HPCLOCK_RANK0_ONLY | HPCLOCK_REQUIRE_CLUSTER | HPCLOCK_
 /// How often the path may turn out to name another inode after locking
 /// before we give up: each time means someone unlinked or replaced the file.
 const MAX_REOPENS: u32 = 64;
-/// Timed waits poll: start short for a fast hand-off, grow to keep a long
-/// wait cheap for the filesystem, never beyond this.
-const FIRST_POLL: Duration = Duration::from_millis(1);
-const MAX_POLL: Duration = Duration::from_millis(5);
 
 /// Permission bits of a new lock file when the caller gives none (mode 0).
 pub(crate) const DEFAULT_MODE: u32 = 0o644;
@@ -185,8 +183,8 @@ pub fn acquire(path: &Path, opts: &Options) -> Result<Outcome, Error> {
     let deadline = (opts.timeout_ms > 0)
         .then(|| Instant::now() + Duration::from_millis(opts.timeout_ms as u64));
     for _ in 0..MAX_REOPENS {
-        let (fd, dev, ino) = open_lock_file(path, &cpath, opts)?;
-        let magic = fs::magic_of(&fd, path)?;
+        let (fd, dev, ino, mount) = open_lock_file(path, &cpath, opts)?;
+        let magic = fs::magic_of_mount(&fd, path, mount)?;
         let lease = opts.wants_lease(|| fs::lease_wanted(&fd, magic));
         if fs::kernel_locks_refused() && !lease {
             // As on a filesystem that refuses locks (ENOSYS), without the lease.
@@ -560,15 +558,31 @@ impl Drop for Lock {
 /// Step 1 and 2: open read-write (NFS refuses an exclusive lock on a read-only
 /// descriptor), never truncating, then refuse anything but a regular file
 /// with one name.
-fn open_lock_file(path: &Path, cpath: &CString, opts: &Options) -> Result<(OwnedFd, u64, u64), Error> {
+fn open_lock_file(path: &Path, cpath: &CString, opts: &Options) -> Result<(OwnedFd, u64, u64, Option<u64>), Error> {
     let create = if opts.create { libc::O_CREAT } else { 0 };
     let flags = libc::O_RDWR | create | libc::O_CLOEXEC | libc::O_NOFOLLOW | libc::O_NOCTTY | libc::O_NONBLOCK;
-    let fd = open_fd(cpath, flags, opts.mode()).map_err(|e| match e.raw_os_error() {
+    // No access-time update for our reads of the record (with relatime, the
+    // first read after every write would dirty the inode): O_NOATIME, where
+    // the kernel allows it — the file's owner, or CAP_FOWNER; EPERM
+    // otherwise, and then this process stops asking.
+    static NOATIME_REFUSED: AtomicBool = AtomicBool::new(false);
+    let opened = if NOATIME_REFUSED.load(Ordering::Relaxed) {
+        open_fd(cpath, flags, opts.mode())
+    } else {
+        match open_fd(cpath, flags | libc::O_NOATIME, opts.mode()) {
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                NOATIME_REFUSED.store(true, Ordering::Relaxed);
+                open_fd(cpath, flags, opts.mode())
+            }
+            other => other,
+        }
+    };
+    let fd = opened.map_err(|e| match e.raw_os_error() {
         Some(libc::ENOENT) if !opts.create => Error::os_errno("cannot open lock file", path, libc::ENOENT,
                                                                "there is no lock file at this path"),
         _ => open_error("cannot open lock file", path, e),
     })?;
-    let st = check_regular(&fd, path)?;
+    let (st, mount) = check_regular_on_mount(&fd, path)?;
     if st.st_nlink > 1 {
         // hpclock never links a lock file. A second name is what a hard link
         // planted in a shared directory looks like: writing our record would
@@ -578,7 +592,7 @@ fn open_lock_file(path: &Path, cpath: &CString, opts: &Options) -> Result<(Owned
             "lock file {} has {} hard links; refusing to write to it (a hard link at a lock path would \
              make hpclock overwrite the file it points to)", quote_path(path), st.st_nlink)));
     }
-    Ok((fd, st.st_dev as u64, st.st_ino as u64))
+    Ok((fd, st.st_dev as u64, st.st_ino as u64, mount))
 }
 
 /// Step 3: the exclusive lock, one try. Ok(false): held by someone else.
@@ -587,28 +601,26 @@ fn try_lock(fd: &OwnedFd, path: &Path, primitive: Primitive) -> Result<bool, Err
 }
 
 /// Step 3 again, waiting: Ok(false) is "busy" when the timeout ran out.
+/// Timed waits (`wait`) sleep on the lock file's inotify events where every
+/// holder is on this node, and poll gently where holders may be on other
+/// nodes; the deadline (Instant: CLOCK_MONOTONIC, so a clock step cannot
+/// stretch or cut the wait) is exact.
 fn wait_for_lock(fd: &OwnedFd, path: &Path, primitive: Primitive, timeout_ms: i64, deadline: Option<Instant>)
     -> Result<bool, Error>
 {
     if timeout_ms < 0 {
-        // Waiting without limit may block in the kernel; EINTR is retried.
+        // Waiting without limit blocks in the kernel, which wakes us at the
+        // unlock itself (the fastest hand-off there is; NFS and Lustre
+        // clients wait on their servers' terms); EINTR is retried.
         return kernel_lock::lock(fd, primitive, true).map_err(|e| lock_error(path, e));
     }
-    let mut pause = FIRST_POLL;
-    loop {
-        // Instant is CLOCK_MONOTONIC: a clock step cannot stretch the wait.
-        let Some(left) = deadline.and_then(|d| d.checked_duration_since(Instant::now())) else {
-            return Ok(false);
-        };
-        if left.is_zero() {
-            return Ok(false);
-        }
-        std::thread::sleep(pause.min(left));
-        pause = (pause * 2).min(MAX_POLL);
-        if try_lock(fd, path, primitive)? {
-            return Ok(true);
-        }
-    }
+    let Some(deadline) = deadline else { return Ok(false) };
+    // Unknown is shared: polling gently is never wrong, only slower.
+    let reach = match fs::magic_of(fd, path) {
+        Ok(magic) if fs::is_node_private(magic) => Reach::NodePrivate,
+        _ => Reach::Shared,
+    };
+    wait::wait_until(fd, reach, deadline, || try_lock(fd, path, primitive))
 }
 
 /// A filesystem that refuses locks gets E_NOTSUP, with the mount option that
@@ -629,14 +641,11 @@ fn lock_error(path: &Path, err: io::Error) -> Error {
 /// Step 4: after locking, the path must still name the inode we locked;
 /// otherwise we hold a lock on a file nobody else will open.
 fn still_names(path: &Path, cpath: &CString, dev: u64, ino: u64) -> Result<bool, Error> {
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::lstat(cpath.as_ptr(), &mut st) } != 0 {
-        let err = io::Error::last_os_error();
-        return match err.raw_os_error() {
-            Some(libc::ENOENT) => Ok(false),
-            _ => Err(Error::os("cannot stat lock file", path, err)),
-        };
-    }
+    let st = match crate::lockfile::stat_without_times(libc::AT_FDCWD, cpath, libc::AT_SYMLINK_NOFOLLOW) {
+        Ok((st, _)) => st,
+        Err(err) if err.raw_os_error() == Some(libc::ENOENT) => return Ok(false),
+        Err(err) => return Err(Error::os("cannot stat lock file", path, err)),
+    };
     Ok(st.st_dev as u64 == dev && st.st_ino as u64 == ino && st.st_nlink > 0)
 }
 

@@ -4,7 +4,7 @@
 
 use crate::record::{Parsed, Record, MAX_RECORD_BYTES};
 use crate::status::{quote_path, Error};
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -58,12 +58,16 @@ pub(crate) fn open_error(what: &str, path: &Path, err: io::Error) -> Error {
 }
 
 pub(crate) fn check_regular(fd: &OwnedFd, path: &Path) -> Result<libc::stat, Error> {
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } != 0 {
-        return Err(Error::os("cannot stat lock file", path, io::Error::last_os_error()));
-    }
+    check_regular_on_mount(fd, path).map(|(st, _)| st)
+}
+
+/// [`check_regular`], and the file's unique mount id where the kernel gives
+/// one (see [`stat_without_times`]).
+pub(crate) fn check_regular_on_mount(fd: &OwnedFd, path: &Path) -> Result<(libc::stat, Option<u64>), Error> {
+    let (st, mount) = stat_without_times(fd.as_raw_fd(), c"", libc::AT_EMPTY_PATH)
+        .map_err(|e| Error::os("cannot stat lock file", path, e))?;
     let kind = match st.st_mode & libc::S_IFMT {
-        libc::S_IFREG => return Ok(st),
+        libc::S_IFREG => return Ok((st, mount)),
         libc::S_IFIFO => "a FIFO",
         libc::S_IFCHR => "a character device",
         libc::S_IFBLK => "a block device",
@@ -76,6 +80,43 @@ pub(crate) fn check_regular(fd: &OwnedFd, path: &Path) -> Result<libc::stat, Err
     Err(Error::invalid(format!("lock file {} is {kind}; hpclock locks only regular files", quote_path(path))))
 }
 
+
+/// stat(2) of what `dirfd`/`name` names, for its type, mode, link count,
+/// size, device and inode only (the rest of the result is zero). It asks for
+/// no time stamps: since Linux 6.13, ext4, xfs, btrfs and tmpfs give a file
+/// whose change time someone *asked for* a fine-grained one at its next
+/// write (multigrain timestamps), so every write of the record after our own
+/// fstat and lstat updated the inode's times and dirtied it in the journal;
+/// unasked, a write within the same clock tick leaves the inode alone.
+/// Falls back to fstatat where statx is missing (ENOSYS: before Linux 4.11,
+/// or a seccomp filter). Also the unique id of the mount it is on, where the
+/// kernel gives one (STATX_MNT_ID_UNIQUE, Linux 6.8; never reused while the
+/// system runs): `fs::magic_of_mount` keys its cache of filesystem types by it.
+pub(crate) fn stat_without_times(dirfd: libc::c_int, name: &CStr, flags: libc::c_int)
+    -> io::Result<(libc::stat, Option<u64>)>
+{
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let mut sx: libc::statx = unsafe { std::mem::zeroed() };
+    let mask = libc::STATX_TYPE | libc::STATX_MODE | libc::STATX_NLINK | libc::STATX_INO | libc::STATX_SIZE
+        | libc::STATX_MNT_ID_UNIQUE;
+    if unsafe { libc::statx(dirfd, name.as_ptr(), flags, mask, &mut sx) } == 0 {
+        st.st_mode = libc::mode_t::from(sx.stx_mode);
+        st.st_nlink = sx.stx_nlink as libc::nlink_t;
+        st.st_ino = sx.stx_ino as libc::ino_t;
+        st.st_size = sx.stx_size as libc::off_t;
+        st.st_dev = libc::makedev(sx.stx_dev_major, sx.stx_dev_minor);
+        let mount = (sx.stx_mask & libc::STATX_MNT_ID_UNIQUE != 0).then_some(sx.stx_mnt_id);
+        return Ok((st, mount));
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() != Some(libc::ENOSYS) {
+        return Err(err);
+    }
+    if unsafe { libc::fstatat(dirfd, name.as_ptr(), &mut st, flags) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((st, None))
+}
 
 /// Up to one byte more than a record may take, so that a file longer than a
 /// record (foreign or hostile) can be seen to be so.
