@@ -53,9 +53,13 @@ two_jobs_started_together_exactly_one_proceeds() {
   need_guard mpirun || return
   local lock=$root/two.lock
   # Each works 8 s: ample overlap even when one mpirun starts slowly.
-  mpirun "${mpirun_args[@]}" "$guard" "$lock" 8000 >"$root/job1.out" 2>&1 &
+  # Each job its own TMPDIR: two mpiruns started at once race to create
+  # Open MPI's session directory there (/tmp/ompi.HOST.UID), and the loser
+  # dies with "mkdir ... File exists" (Open MPI 4.1).
+  mkdir -p "$root/tmp1" "$root/tmp2"
+  TMPDIR=$root/tmp1 mpirun "${mpirun_args[@]}" "$guard" "$lock" 8000 >"$root/job1.out" 2>&1 &
   local job1=$!
-  mpirun "${mpirun_args[@]}" "$guard" "$lock" 8000 >"$root/job2.out" 2>&1 &
+  TMPDIR=$root/tmp2 mpirun "${mpirun_args[@]}" "$guard" "$lock" 8000 >"$root/job2.out" 2>&1 &
   local job2=$!
   wait "$job1"; local status1=$?
   wait "$job2"; local status2=$?
