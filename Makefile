@@ -16,9 +16,9 @@ LIBDIR  := $(BUILD)/lib
 CFLAGS_STRICT := -std=c11 -Wall -Wextra -Werror -O2 -g
 C_LINK  := -L$(LIBDIR) -lhpclock -Wl,-rpath,$(abspath $(LIBDIR)) -pthread
 
-.PHONY: all lib test rust-test c-test memcheck cli-test f-test mpi-test install-test bench demo header install uninstall clean FORCE
+.PHONY: all lib test rust-test c-test memcheck cli-test f-test mpi-test install-test python-test bench demo header install uninstall clean man dist doc-test dist-test FORCE
 
-all: lib
+all: lib man
 
 # cargo decides what to rebuild; the copy lays out the library as installed:
 # libhpclock.so.X.Y.Z, with the soname link $(SONAME) and libhpclock.so.
@@ -79,7 +79,7 @@ $(BUILD)/test_hpclock_f: f-tests/test_hpclock.f90 $(FMOD)/hpclock.o $(BUILD)/f_l
 $(BUILD)/mpi_guard_f: examples/mpi_guard.f90 $(FMOD)/hpclock.o lib
 	$(MPIFC) $(FFLAGS_STRICT) -I$(FMOD) $< $(FMOD)/hpclock.o -o $@ $(C_LINK)
 
-test: rust-test c-test memcheck cli-test f-test mpi-test install-test
+test: rust-test c-test memcheck cli-test f-test mpi-test install-test python-test doc-test dist-test
 
 # Includes the header drift check (src/lib.rs, committed_header_matches_generated).
 rust-test:
@@ -90,7 +90,7 @@ CXX ?= c++
 # The header must compile as C11 and as C++ with every warning an error.
 # The core's tests run under both kernel lock primitives; test_fs and
 # test_faults run once, on the rig that c-tests/fs_rig.sh mounts around them.
-C_TESTS := $(BUILD)/test_core $(BUILD)/test_record $(BUILD)/test_lifecycle $(BUILD)/test_real_use
+C_TESTS := $(BUILD)/test_core $(BUILD)/test_record $(BUILD)/test_lifecycle $(BUILD)/test_real_use $(BUILD)/test_wait
 
 c-test: $(C_TESTS) $(BUILD)/test_fs $(BUILD)/test_faults $(BUILD)/test_lease
 	$(CC) -std=c11 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c include/hpclock.h
@@ -100,7 +100,7 @@ c-test: $(C_TESTS) $(BUILD)/test_fs $(BUILD)/test_faults $(BUILD)/test_lease
 	  echo "== $$t, with the primitive forced to OFD locks"; HPCLOCK_TEST_PRIMITIVE=ofd $$t || status=1; \
 	done; \
 	echo "== on the rig of c-tests/fs_rig.sh"; bash c-tests/fs_rig.sh $(BUILD)/test_fs $(BUILD)/test_faults \
-	  $(BUILD)/test_lease c-tests/test_lease_cli.sh || status=1; \
+	  $(BUILD)/test_lease c-tests/test_lease_cli.sh $(BUILD)/test_wait || status=1; \
 	exit $$status
 
 # The race over URLs; one job three times: it crashes after step 2, is resumed
@@ -159,8 +159,20 @@ cli-test: lib $(BUILD)/signal_catcher
 # make install into a temporary prefix, then pkg-config, CMake, static and
 # Fortran builds against it; c-tests/test_static.sh (run by it) checks the
 # archive's symbols and fully static C and Fortran programs.
-install-test: lib
+install-test: lib man
 	bash c-tests/test_install.sh
+
+# ---- Python: the hpclock package (python/) ----
+# python/run_tests.sh builds the wheel with the library `make lib` built
+# inside it, installs it into a fresh venv under build/python/ (with pytest
+# and mpi4py from PyPI) and runs the pytest suite there, comparing
+# `python -m hpclock` with the command. Without the venv module or PyPI its
+# tests say SKIPPED (or fail, with CI=true).
+PYTHON     ?= python3
+PY_LIBRARY := $(abspath $(LIBDIR))/libhpclock.so.$(VERSION)
+
+python-test: lib
+	PYTHON=$(PYTHON) HPCLOCK_LIBRARY=$(PY_LIBRARY) HPCLOCK_BIN=$(abspath $(BUILD))/bin/hpclock bash python/run_tests.sh
 
 # ---- benchmarks: `make bench` prints a Markdown table (see BENCH.md) ----
 BENCH_VENV := $(BUILD)/bench-venv
@@ -175,20 +187,65 @@ $(BENCH_VENV)/bin/python:
 
 bench: $(BUILD)/bench_c $(BENCH_VENV)/bin/python
 	if command -v $(MPICC) >/dev/null 2>&1; then $(MAKE) $(BUILD)/mpi_guard; fi
+	HPCLOCK_LIBRARY=$(PY_LIBRARY) $(BENCH_VENV)/bin/pip install --quiet --disable-pip-version-check --force-reinstall --no-deps ./python
 	$(BENCH_VENV)/bin/python bench/bench.py $(BUILD)/bench_c $(BUILD)/mpi_guard $(BENCH_ARGS)
 
 header:
 	HPCLOCK_UPDATE_HEADER=1 $(CARGO) build --locked
+
+# ---- manual pages, the docs' link check, the release tarball ----
+# hpclock(1) and a page per subcommand are printed by hpclock-man from the
+# command's clap definitions (src/bin/hpclock/cli.rs), so they cannot drift
+# from the command; hpclock(3) and its one-line aliases, one per function,
+# are written by hand in man/man3. The pages carry the date of the release's
+# entry in CHANGELOG.md.
+MANDIR   := $(BUILD)/man
+MAN1     := hpclock.1 hpclock-run.1 hpclock-info.1 hpclock-check.1 hpclock-reset.1
+MAN3     := $(notdir $(wildcard man/man3/*.3))
+MAN_DATE := $(shell sed -n 's/^\#\# \[$(VERSION)\] - \([0-9-]*\).*/\1/p' CHANGELOG.md 2>/dev/null | head -n 1)
+ifeq ($(MAN_DATE),)
+MAN_DATE := $(shell date -u +%Y-%m-%d)
+endif
+
+man: lib
+	rm -rf $(MANDIR).new
+	mkdir -p $(MANDIR).new/man1 $(MANDIR).new/man3
+	target/release/hpclock-man $(MANDIR).new/man1 $(MAN_DATE) >/dev/null
+	cp man/man3/*.3 $(MANDIR).new/man3/
+	rm -rf $(MANDIR)
+	mv $(MANDIR).new $(MANDIR)
+
+# Links and docs/ anchors in every tracked file (nothing may point outside
+# the repository); the manual pages linted with mandoc, and checked against
+# the symbols the library exports and the constants of the header.
+doc-test: man
+	MAN1="$(MAN1)" bash c-tests/test_docs.sh links man
+
+# build/hpclock-VERSION.tar.gz: the sources, the generated header, the manual
+# pages and every crate vendored, with a .cargo/config.toml that builds from
+# them: `make; make install` from it needs no network.
+DIST := $(BUILD)/hpclock-$(VERSION).tar.gz
+
+dist: man
+	bash packaging/make_dist.sh $(VERSION) $(MANDIR) $(DIST)
+
+# The tarball unpacked, built and installed in a network namespace with no
+# interfaces (unshare -n, as root), then the installed command, a C program
+# against the installed library and `man -l` of every installed page.
+dist-test: dist
+	bash c-tests/test_docs.sh dist $(DIST)
 
 # ---- install: PREFIX and DESTDIR as usual ----
 DESTDIR ?=
 INSTALL_LIB := $(DESTDIR)$(PREFIX)/lib
 INSTALL_INC := $(DESTDIR)$(PREFIX)/include
 INSTALL_BIN := $(DESTDIR)$(PREFIX)/bin
+INSTALL_MAN := $(DESTDIR)$(PREFIX)/share/man
 INSTALLED := $(INSTALL_BIN)/hpclock $(INSTALL_LIB)/libhpclock.so.$(VERSION) $(INSTALL_LIB)/$(SONAME) $(INSTALL_LIB)/libhpclock.so \
              $(INSTALL_LIB)/libhpclock.a $(INSTALL_INC)/hpclock.h $(INSTALL_INC)/hpclock.f90 \
              $(INSTALL_LIB)/pkgconfig/hpclock.pc \
-             $(INSTALL_LIB)/cmake/hpclock/hpclockConfig.cmake $(INSTALL_LIB)/cmake/hpclock/hpclockConfigVersion.cmake
+             $(INSTALL_LIB)/cmake/hpclock/hpclockConfig.cmake $(INSTALL_LIB)/cmake/hpclock/hpclockConfigVersion.cmake \
+             $(addprefix $(INSTALL_MAN)/man1/,$(MAN1)) $(addprefix $(INSTALL_MAN)/man3/,$(MAN3))
 
 # The system libraries a static link needs (Libs.private, the CMake static
 # target), as rustc reports them for a staticlib, with libgcc's unwinder as
@@ -208,13 +265,17 @@ $(BUILD)/static-libs: Makefile
 
 # What `make` built. `make install` installs it as it is, and builds only what
 # is missing: after a `make`, `sudo make install` needs no cargo or rustc.
-BUILT := $(BUILD)/bin/hpclock $(LIBDIR)/libhpclock.so.$(VERSION) $(LIBDIR)/libhpclock.a $(BUILD)/static-libs
+BUILT := $(BUILD)/bin/hpclock $(LIBDIR)/libhpclock.so.$(VERSION) $(LIBDIR)/libhpclock.a $(BUILD)/static-libs \
+         $(MANDIR)/man1/hpclock.1
 
 install:
 	@for f in $(BUILT); do \
-	  if [ ! -e "$$f" ]; then echo "$$f has not been built: make lib"; $(MAKE) lib || exit 1; break; fi; \
+	  if [ ! -e "$$f" ]; then echo "$$f has not been built: make"; $(MAKE) all || exit 1; break; fi; \
 	done
-	install -d $(INSTALL_LIB)/pkgconfig $(INSTALL_LIB)/cmake/hpclock $(INSTALL_INC) $(INSTALL_BIN)
+	install -d $(INSTALL_LIB)/pkgconfig $(INSTALL_LIB)/cmake/hpclock $(INSTALL_INC) $(INSTALL_BIN) \
+	  $(INSTALL_MAN)/man1 $(INSTALL_MAN)/man3
+	install -m 644 $(addprefix $(MANDIR)/man1/,$(MAN1)) $(INSTALL_MAN)/man1/
+	install -m 644 $(addprefix $(MANDIR)/man3/,$(MAN3)) $(INSTALL_MAN)/man3/
 	install -m 755 $(BUILD)/bin/hpclock $(INSTALL_BIN)/
 	install -m 755 $(LIBDIR)/libhpclock.so.$(VERSION) $(INSTALL_LIB)/
 	ln -sf libhpclock.so.$(VERSION) $(INSTALL_LIB)/$(SONAME)

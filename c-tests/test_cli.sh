@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The `hpclock` command as job scripts use it, with real processes: two runs
 # at once, kill -9 of the guard while its command runs, --once and reset,
-# signals passed on, info and check; and what DESIGN §7 asks of the command:
+# signals passed on, info and check; and what the command owes its users:
 # COMMAND's signal mask and dispositions, --once after a signal, done under a
 # race, files that are not lock files, bad --wait values, what info prints.
 #
@@ -168,7 +168,7 @@ a_command_that_cannot_start_is_127_and_frees_the_lock() {
   "$hpclock" run "$root/missing.lock" -- true
 }
 
-# ---- DESIGN §7: what the command owes COMMAND, and the files it is given ----
+# ---- what the command owes COMMAND, and the files it is given ----
 
 # wait_within SECONDS FILE: waits up to SECONDS (whole) for FILE to appear.
 wait_within() {
@@ -412,7 +412,7 @@ a_file_that_is_not_a_lock_file_is_refused_and_left_untouched() {
 }
 
 # write_lock_files DIR: lock files that are not hpclock records but are lock
-# files all the same (DESIGN §3, §7.4).
+# files all the same (docs/record.md#what-a-reader-does-with-what-it-finds).
 write_lock_files() {
   local gone
   gone=$(sh -c 'echo $$') # a pid that has just ended

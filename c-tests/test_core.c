@@ -259,7 +259,7 @@ static int rank0_probe(const char *path) {
 }
 
 /* A fresh process (the rank is read once per process, as launchers set it
- * before main) with one variable of DESIGN §5 set. */
+ * before main) with one variable of docs/record.md#where-the-values-come-from set. */
 static int32_t rank0_probe_with(const char *variable, const char *value, const char *path) {
     pid_t child = fork_or_die();
     if (child == 0) {
@@ -766,7 +766,7 @@ static enum outcome status_names_and_version(void) {
 }
 
 static enum outcome struct_layouts_match_the_contract(void) {
-    /* DESIGN §1 pins these layouts; Fortran bind(C) types depend on them. */
+    /* docs/abi.md#what-the-interface-is pins these layouts; Fortran bind(C) types depend on them. */
     CHECK(sizeof(hpclock_handle) == 8);
     CHECK(sizeof(hpclock_options) == 32); /* 0.2 added lease_ms: a new soname */
     CHECK(offsetof(hpclock_options, lease_ms) == 24);

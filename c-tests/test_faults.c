@@ -470,7 +470,7 @@ static enum outcome hundred_thousand_cycles_leak_no_descriptor(void) {
 
 /* ---- hostile lock files ---- */
 
-/* What a lock file may hold (DESIGN §7.4), at most 4 KiB of it: nothing or
+/* What a lock file may hold (docs/threat-model.md#files-that-are-not-lock-files), at most 4 KiB of it: nothing or
  * blank padding; hpclock's own record, whole, torn or damaged (its first
  * line starts with "hpclock-record "); or the legacy "PID\nTIME\n". */
 static int may_be_a_lock_file(const unsigned char *bytes, size_t len) {

@@ -1,4 +1,4 @@
-/* The cross-node lease of DESIGN §8, with real processes on the two-node rig
+/* The cross-node lease of docs/lease.md, with real processes on the two-node rig
  * of c-tests/fs_rig.sh: one backing directory mounted twice with bindfs
  * without lock forwarding and with FUSE caching off (HPCLOCK_RIG_LEASE_A and
  * _B), so that the kernel's flock excludes only the processes of one mount,
@@ -12,7 +12,7 @@
  * Every answer is awaited with a bound: no test hangs, however the library
  * behaves. The kill storm's workers are this program too (--storm).
  *
- * Lease 1 s throughout (DESIGN §8's tests). Timing is asserted only as bounds
+ * Lease 1 s throughout (docs/lease.md#timings). Timing is asserted only as bounds
  * in seconds. Besides the rig (root, unshare, bindfs), two tests need
  * strace (to delay one system call of one process) and two faketime (a
  * node's wall clock an hour off); without them they say SKIPPED, or fail
@@ -1414,7 +1414,7 @@ static enum outcome lease_flags_and_periods_are_checked_and_zero_means_sixty_sec
     CHECK_RC(hpclock_check(h), HPCLOCK_OK);
     CHECK_RC(hpclock_release(h), HPCLOCK_OK);
 
-    /* Without the lease, lease_ms is not used (DESIGN §1: "ignored without a
+    /* Without the lease, lease_ms is not used (docs/api.md#types: "ignored without a
      * lease"): say what a bad one does there. */
     opts.flags = HPCLOCK_NO_LEASE;
     opts.lease_ms = 50;

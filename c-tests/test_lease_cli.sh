@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `hpclock run` in lease mode (DESIGN §8, "The command"), on the two-node rig
+# `hpclock run` in lease mode (docs/lease.md#the-command-in-lease-mode), on the two-node rig
 # of c-tests/fs_rig.sh: HPCLOCK_RIG_LEASE_A and _B are one directory through
 # two mounts whose flock stays on its own mount, and each "node" is a process
 # with its own hostname (unshare --uts). Lease 1 s.

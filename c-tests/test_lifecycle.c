@@ -1,4 +1,4 @@
-/* Every moment of a C program's life (DESIGN §7.1, §7.2), with real
+/* Every moment of a C program's life (docs/api.md#any-moment-of-a-programs-life), with real
  * processes: atexit handlers, C++ static and thread_local destructors (the
  * program lifecycle_cxx, next to this one), pthread key destructors, children
  * forked while other threads are inside hpclock, a child handed its parent's

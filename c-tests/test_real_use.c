@@ -1,4 +1,4 @@
-/* Real use (DESIGN §7), tried as a user would, with real processes: a lock
+/* Real use (docs/threat-model.md, docs/record.md), tried as a user would, with real processes: a lock
  * path typed where a results file was meant, records damaged by a crash or by
  * hand, a finished job whose lock somebody briefly holds to look, a holder
  * that dies while a forked helper keeps its descriptor, a holder known only
@@ -21,7 +21,7 @@ static int under_valgrind(void) {
     return v && *v && strcmp(v, "0") != 0;
 }
 
-/* CRC-32 as zlib computes it (the record's checksum line, DESIGN §3). */
+/* CRC-32 as zlib computes it (the record's checksum line, docs/record.md#grammar). */
 static uint32_t crc32_zlib(const void *data, size_t len) {
     const unsigned char *p = data;
     uint32_t crc = 0xFFFFFFFFu;
@@ -180,7 +180,7 @@ static int checksum_matches(const char *record) {
     return ok;
 }
 
-/* ---- §7.4: never overwrite what is not a lock file ---- */
+/* ---- never overwrite what is not a lock file (docs/threat-model.md#files-that-are-not-lock-files) ---- */
 
 /* The file is refused by acquire, left exactly as it was, and still read
  * by holder_info (FREE, with a note). */
@@ -300,7 +300,7 @@ static enum outcome acquire_refuses_foreign_files_untouched_and_takes_empty_blan
     return PASS;
 }
 
-/* ---- §7.5: damaged records never lower the token or forget done ---- */
+/* ---- damaged records never lower the token or forget done (docs/record.md#what-a-reader-does-with-what-it-finds) ---- */
 
 static enum outcome damaged_done_record_still_answers_done_and_the_token_still_grows(void) {
     const char *path = tpath("done.lock");
@@ -450,7 +450,7 @@ static enum outcome generation_at_the_top_of_its_range_is_refused_never_repeated
     return PASS;
 }
 
-/* ---- §7.3: done is seen without the lock ---- */
+/* ---- done is seen without the lock (docs/protocol.md#lock-and-if-busy-read-without-the-lock) ---- */
 
 /* argv: LOCKFILE READYFILE flock|lockf. Holds the kernel lock, writes nothing. */
 static const char looker_script[] =
@@ -540,7 +540,7 @@ static enum outcome requeued_copies_racing_on_a_done_lock_all_get_done_never_bus
     return PASS;
 }
 
-/* ---- §7.6: one consistent answer from holder_info ---- */
+/* ---- one consistent answer from holder_info (docs/protocol.md#reading-who-holds-it) ---- */
 
 struct cycling {
     atomic_int stop, cycles, errors;
@@ -735,7 +735,7 @@ static enum outcome holder_info_sees_a_steady_holder_while_other_locks_come_and_
     return PASS;
 }
 
-/* ---- §7.2: a dead holder whose forked helper still has the descriptor ---- */
+/* ---- a dead holder whose forked helper still has the descriptor (docs/api.md#fork-and-exec) ---- */
 
 static enum outcome dead_holder_whose_forked_helper_keeps_the_descriptor_is_held_by_the_helper(void) {
     const char *path = tpath("helper.lock");
@@ -812,7 +812,7 @@ static enum outcome dead_holder_whose_forked_helper_keeps_the_descriptor_is_held
     return PASS;
 }
 
-/* ---- §7.6: a holder known only to the kernel gets its uid from /proc ---- */
+/* ---- a holder known only to the kernel gets its uid from /proc (docs/protocol.md#reading-who-holds-it) ---- */
 
 static enum outcome holder_without_a_record_running_as_nobody_is_reported_with_its_uid(void) {
     if (geteuid() != 0) return missing_tool("root (to run the holder as user nobody)");

@@ -270,7 +270,7 @@ static enum outcome check_bad_file(const char *path, int32_t expected_state, int
 
 /* A file that is not a lock file: holder_info still answers quickly and
  * sanely (with a note), and try_acquire refuses it and leaves every byte and
- * the mtime as they were (DESIGN §7.4). */
+ * the mtime as they were (docs/threat-model.md#files-that-are-not-lock-files). */
 static enum outcome check_foreign_file(const char *path, const void *bytes, size_t size) {
     struct timespec old[2] = { { 978307200, 0 }, { 978307200, 0 } };
     CHECK(utimensat(AT_FDCWD, path, old, 0) == 0);

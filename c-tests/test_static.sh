@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# libhpclock.a as a static link gets it (DESIGN.md §6a): only hpclock_* global
+# libhpclock.a as a static link gets it (docs/abi.md#what-the-interface-is): only hpclock_* global
 # symbols, so that nothing of the Rust runtime replaces the host program's own
 # (libgcc's complex division, for one); the load-time constructor kept; and
 # link flags (pkg-config --static) that make fully static C and Fortran

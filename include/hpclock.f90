@@ -1,4 +1,4 @@
-! hpclock.f90: Fortran binding of hpclock (include/hpclock.h, DESIGN.md).
+! hpclock.f90: Fortran binding of hpclock (include/hpclock.h, docs/api.md#from-fortran).
 !
 ! Two layers, as in netCDF-Fortran:
 !   - hpclock_*_c: raw interfaces bound to the C symbols, argument for

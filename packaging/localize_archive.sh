@@ -4,7 +4,7 @@
 # Turns the staticlib cargo builds (the crate plus a copy of the Rust standard
 # library and compiler-builtins: hundreds of members, ~400 global symbols,
 # ~22 MB) into what a C or Fortran program may link without surprises
-# (DESIGN.md §6a):
+# (docs/abi.md#what-the-interface-is):
 #
 # 1. one relocatable object: `ld -r` of every member, keeping only what the
 #    hpclock_* functions reach (--gc-sections with them as roots). The

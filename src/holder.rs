@@ -1,6 +1,6 @@
 //! Who holds a lock, found out without taking any lock: a probe lock, even a
 //! shared one, would make a concurrent acquire fail, and then nobody does the
-//! work (DESIGN §3). The record says who wrote it; the kernel's lock table, where
+//! work (docs/protocol.md#reading-who-holds-it). The record says who wrote it; the kernel's lock table, where
 //! it can see, says whether anyone holds the lock now, and wins.
 //!
 //! The two are read in a fixed order — record, kernel, record again — and

@@ -1,5 +1,5 @@
 //! Who we are: host, boot, scheduler job, MPI rank, pid and process start
-//! time, as they go into a holder record (DESIGN §5).
+//! time, as they go into a holder record (docs/record.md#where-the-values-come-from).
 //!
 //! What cannot change under a running process (host, boot, environment set by
 //! the launcher before `main`) is read once and cached. The pid and the start
@@ -18,7 +18,8 @@ pub struct Job {
     pub array_task: String,
 }
 
-/// DESIGN §5: launchers set these before `main`, so they work before MPI_Init.
+/// Launchers set these before `main`, so they work before MPI_Init
+/// (docs/record.md#where-the-values-come-from).
 const RANK_VARIABLES: &[&str] = &[
     "OMPI_COMM_WORLD_RANK",
     "PMIX_RANK",

@@ -1,4 +1,4 @@
-//! The kernel's locks, whichever the filesystem needs (DESIGN §4): flock(2),
+//! The kernel's locks, whichever the filesystem needs (docs/filesystems.md#the-primitive): flock(2),
 //! or an OFD lock (fcntl F_OFD_SETLK over the whole file) where flock is
 //! node-local but fcntl locks are coherent (GPFS). Both belong to the open file
 //! description: released when its last descriptor closes (or the process

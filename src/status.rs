@@ -27,7 +27,7 @@ pub const HPCLOCK_E_INTERNAL: i32 = -5;
 pub const HPCLOCK_E_LOST: i32 = -6;
 
 /// Every outcome and error the library reports: `>= 0` is an outcome, `< 0`
-/// an error (DESIGN.md §1).
+/// an error (docs/api.md#statuses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(i32)]
 pub enum Status {
@@ -100,7 +100,7 @@ impl Error {
     /// Like [`Error::os`], with a hint appended after the OS error.
     pub fn os_errno(what: &str, path: &Path, errno: i32, hint: &str) -> Error {
         let status = match errno {
-            // DESIGN.md §1: a filesystem that refuses locks is E_NOTSUP, not E_OS.
+            // A filesystem that refuses locks is E_NOTSUP, not E_OS (docs/api.md#statuses).
             libc::ENOSYS | libc::EOPNOTSUPP | libc::ENOLCK => Status::NotSupported,
             _ => Status::Os,
         };
