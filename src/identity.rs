@@ -53,7 +53,7 @@ fn read_boot_id() -> String {
         .unwrap_or_default()
 }
 
-// Read once per process, without a lock (see `once`: a child forked while
+// Read once per process, without a lock (see `fork_safe`: a child forked while
 // another thread reads them must not inherit a half-done initialisation).
 static HOST: Published<String> = Published::new();
 static BOOT_ID: Published<String> = Published::new();

@@ -1,12 +1,15 @@
 //! hpclock: an exactly-once guard over the kernel's file locks, for HPC codes.
 //!
-//! One module per concern: `lock` is the lock-file protocol, `record` the
-//! holder record kept in the lock file, `holder` who holds a lock (read
-//! without locking), `identity` who we are, `fs` what the filesystem can
-//! promise, `kernel_lock` the kernel's flock and OFD locks, `lockfile` the
-//! file's I/O, `status` the outcomes and errors,
-//! `handles` the handle table, and `ffi` the thin C boundary over all of them. The design, the C API's
-//! rules included, is in docs/ (docs/README.md).
+//! One module per concern: `lock` is the lock-file protocol, `wait` how a
+//! busy lock is waited for, `ladder` and `lease` the cross-node lease where
+//! the kernel's locks stop at the node, `record` the holder record kept in
+//! the lock file, `holder` who holds a lock (read without locking),
+//! `identity` who we are, `fs` what the filesystem can promise,
+//! `kernel_lock` the kernel's flock and OFD locks, `lockfile` the file's I/O,
+//! `status` the outcomes and errors, `handles` the handle table, `fork_safe`
+//! and `lifecycle` what keeps it all usable across fork and at exit, and
+//! `ffi` the thin C boundary over all of them. The design, the C API's rules
+//! included, is in docs/ (docs/README.md).
 
 // cbindgen writes the header in this order: status codes, flags, states,
 // scopes and primitives.

@@ -11,7 +11,7 @@
 //! - the panic hook that keeps a caught panic silent (`ffi`).
 //!
 //! The rest of the library holds no lock across a system call and
-//! initialises nothing lazily behind a lock (see `once`), and its thread-local
+//! initialises nothing lazily behind a lock (see `fork_safe`), and its thread-local
 //! state has no destructor, so it stays usable after the C runtime has begun
 //! tearing a thread or the process down.
 //!

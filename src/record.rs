@@ -516,25 +516,30 @@ const CRC_TABLES: [[u32; 256]; 8] = {
 /// the file; readers use the *_unix_ms fields.
 struct Utc(i64);
 
+/// The civil date and time of a moment in Unix milliseconds: year, month,
+/// day, hour, minute, second, millisecond (H. Hinnant, "chrono-Compatible
+/// Low-Level Date Algorithms").
+fn civil(unix_ms: i64) -> [i64; 7] {
+    let (days, ms_of_day) = (unix_ms.div_euclid(86_400_000), unix_ms.rem_euclid(86_400_000));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    [year, month, day, ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000]
+}
+
 impl Utc {
     fn write_into(&self, out: &mut Vec<u8>) {
         let unix_ms = self.0;
         if unix_ms <= 0 {
             return;
         }
-        let (days, ms_of_day) = (unix_ms.div_euclid(86_400_000), unix_ms.rem_euclid(86_400_000));
-        // Civil date from days since 1970-01-01 (H. Hinnant, "chrono-Compatible
-        // Low-Level Date Algorithms").
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        let (h, m, s, ms) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000);
+        let [year, month, day, h, m, s, ms] = civil(unix_ms);
         // What `{year:04}` wrote: at least four digits (a positive time is
         // never before 1970, so no sign).
         push_digits(out, year as u64, 4);
@@ -640,17 +645,7 @@ mod to_text_tests {
         if unix_ms <= 0 {
             return String::new();
         }
-        let (days, ms_of_day) = (unix_ms.div_euclid(86_400_000), unix_ms.rem_euclid(86_400_000));
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z - era * 146_097;
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = doy - (153 * mp + 2) / 5 + 1;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 };
-        let year = yoe + era * 400 + i64::from(month <= 2);
-        let (h, m, s, ms) = (ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000);
+        let [year, month, day, h, m, s, ms] = civil(unix_ms);
         format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{ms:03}Z")
     }
 
