@@ -178,6 +178,11 @@ impl Parsed {
 }
 
 const MAX_BOOT_ID_BYTES: usize = 64;
+/// What a record takes apart from its byte fields, at most: every key, every
+/// number at its longest (20 characters), every date at its longest (a
+/// nine-digit year), the lease's lines and the checksum — 520 bytes (the test
+/// `the_fixed_part_of_a_record_is_within_its_bound` writes such a record).
+const MAX_FIXED_TEXT_BYTES: usize = 640;
 /// A token is at most a 64-byte host name, a boot id, a pid, a start time and
 /// a nonce, with separators; the cap keeps every record within 4 KiB even when
 /// every byte of every field needs escaping.
@@ -188,53 +193,76 @@ impl Record {
     /// capped, so it always fits. Fields a person looks for come first; the
     /// last line is a CRC-32 (zlib's) of everything before it.
     pub fn to_text(&self) -> Vec<u8> {
-        // Written straight into one buffer, numbers and dates by hand rather
-        // than through core::fmt (which cost about half of this function):
-        // this runs twice per acquire and release. The bytes are exactly what
-        // `write!` made (the test `to_text_is_what_core_fmt_wrote` compares).
-        let mut out = Vec::with_capacity(640);
-        out.extend_from_slice(VERSION_LINE.as_bytes());
-        out.extend_from_slice(b"\nstate=");
-        out.extend_from_slice(self.state.as_word().as_bytes());
-        number_field(&mut out, b"\npid=", Int::I(self.pid));
-        out.push(b'\n');
-        bytes_field(&mut out, "host", &self.host, MAX_HOST_BYTES);
-        bytes_field(&mut out, "job_id", &self.job_id, MAX_JOB_ID_BYTES);
-        bytes_field(&mut out, "array_task", &self.array_task, MAX_JOB_ID_BYTES);
-        number_field(&mut out, b"mpi_rank=", Int::I(i64::from(self.mpi_rank)));
-        out.push(b'\n');
-        bytes_field(&mut out, "label", &self.label, MAX_LABEL_BYTES);
-        out.extend_from_slice(b"acquired_utc=");
-        Utc(self.acquired_unix_ms).write_into(&mut out);
-        out.extend_from_slice(b"\nreleased_utc=");
-        Utc(self.released_unix_ms).write_into(&mut out);
-        number_field(&mut out, b"\ngeneration=", Int::U(self.generation));
-        number_field(&mut out, b"\nuid=", Int::U(u64::from(self.uid)));
-        number_field(&mut out, b"\nacquired_unix_ms=", Int::I(self.acquired_unix_ms));
-        number_field(&mut out, b"\nreleased_unix_ms=", Int::I(self.released_unix_ms));
-        out.push(b'\n');
-        bytes_field(&mut out, "boot_id", &self.boot_id, MAX_BOOT_ID_BYTES);
-        number_field(&mut out, b"start_time=", Int::U(self.start_time));
-        out.push(b'\n');
+        // Written into one fixed buffer, numbers and dates by hand rather
+        // than through core::fmt (which cost about half of this function),
+        // no append checking for room: this runs on every acquire and
+        // release. The bytes are exactly what `write!` made (the test
+        // `to_text_is_what_core_fmt_wrote` compares).
+        let mut out = Text::with_capacity(self.text_bound());
+        out.put(VERSION_LINE.as_bytes());
+        out.put(b"\nstate=");
+        out.put(self.state.as_word().as_bytes());
+        out.put(b"\npid=");
+        out.signed(self.pid);
+        out.byte(b'\n');
+        out.field(b"host=", &self.host, MAX_HOST_BYTES);
+        out.field(b"job_id=", &self.job_id, MAX_JOB_ID_BYTES);
+        out.field(b"array_task=", &self.array_task, MAX_JOB_ID_BYTES);
+        out.put(b"mpi_rank=");
+        out.signed(i64::from(self.mpi_rank));
+        out.byte(b'\n');
+        out.field(b"label=", &self.label, MAX_LABEL_BYTES);
+        out.put(b"acquired_utc=");
+        out.utc(self.acquired_unix_ms);
+        out.put(b"\nreleased_utc=");
+        out.utc(self.released_unix_ms);
+        out.put(b"\ngeneration=");
+        out.digits(self.generation, 1);
+        out.put(b"\nuid=");
+        out.digits(u64::from(self.uid), 1);
+        out.put(b"\nacquired_unix_ms=");
+        out.signed(self.acquired_unix_ms);
+        out.put(b"\nreleased_unix_ms=");
+        out.signed(self.released_unix_ms);
+        out.byte(b'\n');
+        out.field(b"boot_id=", &self.boot_id, MAX_BOOT_ID_BYTES);
+        out.put(b"start_time=");
+        out.digits(self.start_time, 1);
+        out.byte(b'\n');
         if let Some(lease) = &self.lease {
-            number_field(&mut out, b"rung=", Int::U(lease.rung));
-            number_field(&mut out, b"\nlease_ms=", Int::I(lease.lease_ms));
-            out.extend_from_slice(b"\nrenewed_utc=");
-            Utc(lease.renewed_unix_ms).write_into(&mut out);
-            number_field(&mut out, b"\nrenewed_unix_ms=", Int::I(lease.renewed_unix_ms));
-            out.push(b'\n');
-            bytes_field(&mut out, "token", &lease.token, MAX_TOKEN_BYTES);
+            out.put(b"rung=");
+            out.digits(lease.rung, 1);
+            out.put(b"\nlease_ms=");
+            out.signed(lease.lease_ms);
+            out.put(b"\nrenewed_utc=");
+            out.utc(lease.renewed_unix_ms);
+            out.put(b"\nrenewed_unix_ms=");
+            out.signed(lease.renewed_unix_ms);
+            out.byte(b'\n');
+            out.field(b"token=", &lease.token, MAX_TOKEN_BYTES);
         }
-        let sum = crc32(&out);
-        out.extend_from_slice(b"checksum=crc32:");
+        let sum = crc32(out.written());
+        out.put(b"checksum=crc32:");
         let mut hex = [0u8; 8];
         for (i, digit) in hex.iter_mut().enumerate() {
             *digit = HEX_DIGITS[((sum >> (28 - 4 * i)) & 0xf) as usize];
         }
-        out.extend_from_slice(&hex);
-        out.push(b'\n');
-        debug_assert!(out.len() <= MAX_RECORD_BYTES);
-        out
+        out.put(&hex);
+        out.byte(b'\n');
+        out.buf
+    }
+
+    /// The most `to_text` can write for this record: its fixed part at its
+    /// longest, and each byte field as if every byte needed escaping. Most
+    /// records are well under a kilobyte, which the allocator hands out
+    /// from its per-thread cache; 4 KiB every time came from its bins.
+    fn text_bound(&self) -> usize {
+        let escaped = |value: &[u8], cap: usize| 4 * value.len().min(cap);
+        let token = self.lease.as_ref().map_or(0, |lease| escaped(&lease.token, MAX_TOKEN_BYTES));
+        let fields = escaped(&self.host, MAX_HOST_BYTES) + escaped(&self.job_id, MAX_JOB_ID_BYTES)
+            + escaped(&self.array_task, MAX_JOB_ID_BYTES) + escaped(&self.label, MAX_LABEL_BYTES)
+            + escaped(&self.boot_id, MAX_BOOT_ID_BYTES) + token;
+        (MAX_FIXED_TEXT_BYTES + fields).min(MAX_RECORD_BYTES)
     }
 
     /// What a lock file holds, from what was read of it (up to one byte more
@@ -267,9 +295,20 @@ impl Record {
                 "record format {} is newer than this hpclock reads",
                 String::from_utf8_lossy(&first[VERSION_PREFIX.len()..first.len().min(40)])));
         }
-        let body_end = match line_starting_with(bytes, b"checksum=crc32:") {
-            Some(at) => at,
-            None => return torn("the record has no checksum line (cut short?)".into()),
+        // One pass over the lines: fields are read on the way to the
+        // checksum line, and count only if the checksum then matches.
+        let mut fields = Fields::new();
+        let mut start = first.len() + 1;
+        let body_end = loop {
+            let Some(rest) = bytes.get(start..).filter(|rest| !rest.is_empty()) else {
+                return torn("the record has no checksum line (cut short?)".into());
+            };
+            let line = &rest[..find_byte(rest, b'\n').unwrap_or(rest.len())];
+            if line.starts_with(b"checksum=crc32:") {
+                break start;
+            }
+            fields.read(line);
+            start += line.len() + 1;
         };
         let (body, tail) = bytes.split_at(body_end);
         let sum_line = tail.split(|&b| b == b'\n').next().unwrap_or_default();
@@ -281,52 +320,106 @@ impl Record {
         if !after_sum.iter().all(u8::is_ascii_whitespace) {
             return torn("bytes follow the record's checksum line".into());
         }
-        parse_fields(body).map_or_else(torn, Parsed::Record)
+        fields.finish().map_or_else(torn, Parsed::Record)
     }
 }
 
-/// The fields of a record whose checksum matched; Err says which line is bad.
-fn parse_fields(body: &[u8]) -> Result<Record, String> {
-    let mut record = Record::default();
-    let mut saw_state = false;
-    for line in body.split(|&b| b == b'\n').skip(1) {
-        let Some(eq) = line.iter().position(|&b| b == b'=') else { continue };
+/// The fields of a record, read line by line (after its version line).
+struct Fields<'a> {
+    record: Record,
+    saw_state: bool,
+    /// The key of the first line whose value could not be read.
+    bad: Option<&'a [u8]>,
+}
+
+impl<'a> Fields<'a> {
+    fn new() -> Fields<'a> {
+        Fields { record: Record::default(), saw_state: false, bad: None }
+    }
+
+    fn read(&mut self, line: &'a [u8]) {
+        let Some(eq) = line.iter().position(|&b| b == b'=') else { return };
         let (key, raw) = (&line[..eq], &line[eq + 1..]);
+        let record = &mut self.record;
         // Numbers and words are never escaped; only byte fields are unescaped.
-        let text = std::str::from_utf8(raw).unwrap_or("");
         let ok = match key {
             b"state" => {
-                saw_state = true;
-                State::from_word(text).map(|s| record.state = s).is_some()
+                self.saw_state = true;
+                std::str::from_utf8(raw).ok().and_then(State::from_word).map(|s| record.state = s).is_some()
             }
-            b"generation" => text.parse().map(|v| record.generation = v).is_ok(),
-            b"pid" => text.parse().map(|v| record.pid = v).is_ok(),
-            b"uid" => text.parse().map(|v| record.uid = v).is_ok(),
-            b"mpi_rank" => text.parse().map(|v| record.mpi_rank = v).is_ok(),
-            b"start_time" => text.parse().map(|v| record.start_time = v).is_ok(),
-            b"acquired_unix_ms" => text.parse().map(|v| record.acquired_unix_ms = v).is_ok(),
-            b"released_unix_ms" => text.parse().map(|v| record.released_unix_ms = v).is_ok(),
+            b"generation" => number(raw).map(|v| record.generation = v).is_some(),
+            b"pid" => number(raw).map(|v| record.pid = v).is_some(),
+            b"uid" => number(raw).map(|v| record.uid = v).is_some(),
+            b"mpi_rank" => number(raw).map(|v| record.mpi_rank = v).is_some(),
+            b"start_time" => number(raw).map(|v| record.start_time = v).is_some(),
+            b"acquired_unix_ms" => number(raw).map(|v| record.acquired_unix_ms = v).is_some(),
+            b"released_unix_ms" => number(raw).map(|v| record.released_unix_ms = v).is_some(),
             b"host" => store(&mut record.host, raw),
             b"label" => store(&mut record.label, raw),
             b"boot_id" => store(&mut record.boot_id, raw),
             b"job_id" => store(&mut record.job_id, raw),
             b"array_task" => store(&mut record.array_task, raw),
-            b"rung" => text.parse().map(|v| record.lease.get_or_insert_with(Default::default).rung = v).is_ok(),
-            b"lease_ms" => text.parse().map(|v| record.lease.get_or_insert_with(Default::default).lease_ms = v).is_ok(),
+            b"rung" => number(raw).map(|v| record.lease.get_or_insert_with(Default::default).rung = v).is_some(),
+            b"lease_ms" => {
+                number(raw).map(|v| record.lease.get_or_insert_with(Default::default).lease_ms = v).is_some()
+            }
             b"renewed_unix_ms" => {
-                text.parse().map(|v| record.lease.get_or_insert_with(Default::default).renewed_unix_ms = v).is_ok()
+                number(raw).map(|v| record.lease.get_or_insert_with(Default::default).renewed_unix_ms = v).is_some()
             }
             b"token" => store(&mut record.lease.get_or_insert_with(Default::default).token, raw),
             _ => true, // for people (acquired_utc, ...) or from a later version
         };
-        if !ok {
-            return Err(format!("the record has a bad {} line", String::from_utf8_lossy(key)));
+        if !ok && self.bad.is_none() {
+            self.bad = Some(key);
         }
     }
-    if !saw_state {
-        return Err("the record has no state line".into());
+
+    /// The record, or which line is bad.
+    fn finish(self) -> Result<Record, String> {
+        if let Some(key) = self.bad {
+            return Err(format!("the record has a bad {} line", String::from_utf8_lossy(key)));
+        }
+        if !self.saw_state {
+            return Err("the record has no state line".into());
+        }
+        Ok(self.record)
     }
-    Ok(record)
+}
+
+/// Where `byte` first occurs: libc's memchr, which looks at a vector of
+/// bytes per step where a loop looks at one (reading a record is mostly
+/// finding its line ends).
+fn find_byte(haystack: &[u8], byte: u8) -> Option<usize> {
+    // SAFETY: memchr reads at most `len` bytes from the slice's start.
+    let found = unsafe { libc::memchr(haystack.as_ptr().cast(), i32::from(byte), haystack.len()) };
+    (!found.is_null()).then(|| found as usize - haystack.as_ptr() as usize)
+}
+
+/// A decimal integer as `str::parse` reads one (an optional sign, `-` only
+/// where `T` is signed, then at least one digit, no overflow), without the
+/// UTF-8 check and the generic radix code: a record has eight numbers, and
+/// parsing them was a quarter of reading it.
+fn number<T: TryFrom<i128>>(raw: &[u8]) -> Option<T> {
+    let signed = T::try_from(-1).is_ok();
+    let (negative, digits) = match raw.split_first()? {
+        (b'-', rest) if signed => (true, rest),
+        (b'+', rest) => (false, rest),
+        _ => (false, raw),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut magnitude: i128 = 0;
+    for &b in digits {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        magnitude = magnitude * 10 + i128::from(b - b'0');
+        if magnitude > i128::from(u64::MAX) {
+            return None; // too big for any field's type
+        }
+    }
+    T::try_from(if negative { -magnitude } else { magnitude }).ok()
 }
 
 /// Reads a damaged record of ours line by line for what can still be trusted.
@@ -349,17 +442,6 @@ fn salvage(bytes: &[u8]) -> Salvage {
 fn store(field: &mut Vec<u8>, escaped: &[u8]) -> bool {
     *field = unescape(escaped);
     true
-}
-
-/// Where the first line that starts with `prefix` begins.
-fn line_starting_with(text: &[u8], prefix: &[u8]) -> Option<usize> {
-    let mut start = 0;
-    loop {
-        if text[start..].starts_with(prefix) {
-            return Some(start);
-        }
-        start += text[start..].iter().position(|&b| b == b'\n')? + 1;
-    }
 }
 
 /// CRC-32 as zlib computes it (`python3 -c 'import zlib; ...'` can check a
@@ -512,10 +594,6 @@ const CRC_TABLES: [[u32; 256]; 8] = {
     tables
 };
 
-/// `2026-11-26T12:01:07.123Z`, or "" for 0 (unknown): for a person reading
-/// the file; readers use the *_unix_ms fields.
-struct Utc(i64);
-
 /// The civil date and time of a moment in Unix milliseconds: year, month,
 /// day, hour, minute, second, millisecond (H. Hinnant, "chrono-Compatible
 /// Low-Level Date Algorithms").
@@ -533,82 +611,129 @@ fn civil(unix_ms: i64) -> [i64; 7] {
     [year, month, day, ms_of_day / 3_600_000, ms_of_day / 60_000 % 60, ms_of_day / 1000 % 60, ms_of_day % 1000]
 }
 
-impl Utc {
-    fn write_into(&self, out: &mut Vec<u8>) {
-        let unix_ms = self.0;
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// "00" to "99": two digits per division halves the divisions, which were
+/// most of `to_text`'s time.
+const TWO_DIGITS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819202122232425262728293031323334353637383940414243444546474849\
+5051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899";
+
+/// A record being written. Every field is capped so that a record always
+/// fits in [`MAX_RECORD_BYTES`] even when every byte needs escaping, so the
+/// buffer is allocated once, at the record's bound, and never grows (a bug
+/// that overflowed it would panic, which the C boundary catches); its bytes
+/// are written only once, never zeroed first.
+struct Text {
+    buf: Vec<u8>,
+}
+
+impl Text {
+    /// `bound`: the most that will be written (at most MAX_RECORD_BYTES).
+    fn with_capacity(bound: usize) -> Text {
+        Text { buf: Vec::with_capacity(bound) }
+    }
+
+    fn written(&self) -> &[u8] {
+        &self.buf
+    }
+
+    #[inline(always)]
+    fn put(&mut self, bytes: &[u8]) {
+        let len = self.buf.len();
+        assert!(bytes.len() <= self.buf.capacity() - len, "a record outgrew its bound");
+        // SAFETY: the room was just checked, the two do not overlap, and the
+        // length covers only what was written.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.buf.as_mut_ptr().add(len), bytes.len());
+            self.buf.set_len(len + bytes.len());
+        }
+    }
+
+    #[inline(always)]
+    fn byte(&mut self, b: u8) {
+        self.put(&[b]);
+    }
+
+    /// `value` in decimal, left-padded with zeros to at least `width`
+    /// (at most 20) digits, as `{:0width$}` writes it.
+    fn digits(&mut self, mut value: u64, width: usize) {
+        let mut digits = [b'0'; 20];
+        let mut at = digits.len();
+        while value >= 100 {
+            let pair = (value % 100) as usize * 2;
+            value /= 100;
+            at -= 2;
+            digits[at..at + 2].copy_from_slice(&TWO_DIGITS[pair..pair + 2]);
+        }
+        if value >= 10 {
+            at -= 2;
+            digits[at..at + 2].copy_from_slice(&TWO_DIGITS[value as usize * 2..value as usize * 2 + 2]);
+        } else {
+            at -= 1;
+            digits[at] = b'0' + value as u8;
+        }
+        self.put(&digits[at.min(digits.len() - width)..]);
+    }
+
+    /// As `{}` writes an i64.
+    fn signed(&mut self, value: i64) {
+        if value < 0 {
+            self.byte(b'-');
+        }
+        self.digits(value.unsigned_abs(), 1);
+    }
+
+    /// `2026-11-26T12:01:07.123Z`, or nothing for 0 (unknown): for a person
+    /// reading the file; readers use the *_unix_ms fields.
+    fn utc(&mut self, unix_ms: i64) {
         if unix_ms <= 0 {
             return;
         }
         let [year, month, day, h, m, s, ms] = civil(unix_ms);
         // What `{year:04}` wrote: at least four digits (a positive time is
         // never before 1970, so no sign).
-        push_digits(out, year as u64, 4);
-        out.push(b'-');
-        push_digits(out, month as u64, 2);
-        out.push(b'-');
-        push_digits(out, day as u64, 2);
-        out.push(b'T');
-        push_digits(out, h as u64, 2);
-        out.push(b':');
-        push_digits(out, m as u64, 2);
-        out.push(b':');
-        push_digits(out, s as u64, 2);
-        out.push(b'.');
-        push_digits(out, ms as u64, 3);
-        out.push(b'Z');
-    }
-}
-
-impl std::fmt::Display for Utc {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut text = Vec::with_capacity(32);
-        self.write_into(&mut text);
-        f.write_str(std::str::from_utf8(&text).unwrap_or_default())
-    }
-}
-
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
-
-/// An integer field's value, signed or not, as `Display` writes it.
-#[derive(Clone, Copy)]
-enum Int {
-    I(i64),
-    U(u64),
-}
-
-/// `prefix` then the number in decimal, as `{}` writes it.
-fn number_field(out: &mut Vec<u8>, prefix: &[u8], value: Int) {
-    out.extend_from_slice(prefix);
-    match value {
-        Int::U(v) => push_digits(out, v, 1),
-        Int::I(v) => {
-            if v < 0 {
-                out.push(b'-');
-            }
-            push_digits(out, v.unsigned_abs(), 1);
+        self.digits(year as u64, 4);
+        for (separator, value) in [(b'-', month), (b'-', day), (b'T', h), (b':', m), (b':', s)] {
+            let pair = value as usize * 2;
+            self.put(&[separator, TWO_DIGITS[pair], TWO_DIGITS[pair + 1]]);
         }
+        self.byte(b'.');
+        self.digits(ms as u64, 3);
+        self.byte(b'Z');
     }
-}
 
-/// `value` in decimal, left-padded with zeros to at least `width` digits.
-fn push_digits(out: &mut Vec<u8>, mut value: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
+    /// `key` (with its `=`), the value cut to `cap` bytes and escaped, `\n`.
+    fn field(&mut self, key: &[u8], value: &[u8], cap: usize) {
+        self.put(key);
+        let mut rest = &value[..value.len().min(cap)];
+        while let Some(at) = rest.iter().position(|&b| needs_escape(b)) {
+            self.put(&rest[..at]);
+            self.put(&escaped(rest[at]));
+            rest = &rest[at + 1..];
         }
+        self.put(rest);
+        self.byte(b'\n');
     }
-    let start = at.min(digits.len() - width.min(digits.len()));
-    out.extend_from_slice(&digits[start..]);
 }
 
 #[cfg(test)]
 mod to_text_tests {
     use super::*;
+
+    fn utc(unix_ms: i64) -> String {
+        let mut text = Text::with_capacity(MAX_RECORD_BYTES);
+        text.utc(unix_ms);
+        String::from_utf8(text.written().to_vec()).unwrap()
+    }
+
+    /// `key=value\n`, the value cut to `cap` bytes and escaped.
+    fn bytes_field(out: &mut Vec<u8>, key: &str, value: &[u8], cap: usize) {
+        out.extend_from_slice(key.as_bytes());
+        out.push(b'=');
+        escape_into(out, &value[..value.len().min(cap)]);
+        out.push(b'\n');
+    }
 
     /// What `to_text` wrote with core::fmt before it formatted by hand: the
     /// format is pinned, byte for byte.
@@ -621,7 +746,6 @@ mod to_text_tests {
         bytes_field(&mut out, "array_task", &r.array_task, MAX_JOB_ID_BYTES);
         let _ = writeln!(out, "mpi_rank={}", r.mpi_rank);
         bytes_field(&mut out, "label", &r.label, MAX_LABEL_BYTES);
-        let utc = |ms: i64| Utc(ms).to_string();
         let _ = write!(
             out,
             "acquired_utc={}\nreleased_utc={}\ngeneration={}\nuid={}\nacquired_unix_ms={}\nreleased_unix_ms={}\n",
@@ -709,7 +833,7 @@ mod to_text_tests {
             };
             assert_eq!(r.to_text(), to_text_with_fmt(&r), "{r:?}");
             for ms in [r.acquired_unix_ms, r.released_unix_ms] {
-                assert_eq!(Utc(ms).to_string(), utc_with_fmt(ms));
+                assert_eq!(utc(ms), utc_with_fmt(ms));
             }
         }
     }
@@ -739,34 +863,37 @@ fn describe_foreign(first_line: &[u8]) -> String {
     format!("not an hpclock record (first line: \"{}\")", String::from_utf8_lossy(&escaped))
 }
 
-/// `key=value\n`, the value cut to `cap` bytes and escaped.
-fn bytes_field(out: &mut Vec<u8>, key: &str, value: &[u8], cap: usize) {
-    out.extend_from_slice(key.as_bytes());
-    out.push(b'=');
-    escape_into(out, &value[..value.len().min(cap)]);
-    out.push(b'\n');
+/// Values stay on one line and stay readable: `\\` and control bytes are
+/// escaped, everything else (UTF-8 included) is kept as it is.
+fn needs_escape(b: u8) -> bool {
+    b == b'\\' || b < 0x20 || b == 0x7f
 }
 
-/// Values stay on one line and stay readable: `\` and control bytes are escaped,
-/// everything else (UTF-8 included) is kept as it is.
-fn escape_into(out: &mut Vec<u8>, value: &[u8]) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut rest = value;
-    while let Some(at) = rest.iter().position(|&b| b == b'\\' || b < 0x20 || b == 0x7f) {
-        out.extend_from_slice(&rest[..at]);
-        match rest[at] {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b => out.extend_from_slice(&[b'\\', b'x', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]]),
-        }
-        rest = &rest[at + 1..];
+/// How a byte that [`needs_escape`] is written: `\\`, `\n`, `\r`, `\t`, or `\xNN`.
+fn escaped(b: u8) -> Vec<u8> {
+    match b {
+        b'\\' => b"\\\\".to_vec(),
+        b'\n' => b"\\n".to_vec(),
+        b'\r' => b"\\r".to_vec(),
+        b'\t' => b"\\t".to_vec(),
+        b => vec![b'\\', b'x', HEX_DIGITS[usize::from(b >> 4)], HEX_DIGITS[usize::from(b & 0xf)]],
     }
-    out.extend_from_slice(rest);
+}
+
+fn escape_into(out: &mut Vec<u8>, value: &[u8]) {
+    for &b in value {
+        if needs_escape(b) {
+            out.extend_from_slice(&escaped(b));
+        } else {
+            out.push(b);
+        }
+    }
 }
 
 fn unescape(value: &[u8]) -> Vec<u8> {
+    if !value.contains(&b'\\') {
+        return value.to_vec(); // what nearly every field is
+    }
     let mut out = Vec::with_capacity(value.len());
     let mut i = 0;
     while i < value.len() {
@@ -799,6 +926,17 @@ fn unescape(value: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where the first line that starts with `prefix` begins.
+    fn line_starting_with(text: &[u8], prefix: &[u8]) -> Option<usize> {
+        let mut start = 0;
+        loop {
+            if text[start..].starts_with(prefix) {
+                return Some(start);
+            }
+            start += text[start..].iter().position(|&b| b == b'\n')? + 1;
+        }
+    }
 
     pub(crate) fn sample() -> Record {
         Record {
@@ -848,10 +986,79 @@ mod tests {
     }
 
     #[test]
+    fn the_fixed_part_of_a_record_is_within_its_bound() {
+        // Every number and date at its longest, every byte field empty.
+        let longest = Record {
+            state: State::Stale,
+            pid: i64::MIN,
+            uid: u32::MAX,
+            generation: u64::MAX,
+            acquired_unix_ms: i64::MAX,
+            released_unix_ms: i64::MAX,
+            start_time: u64::MAX,
+            mpi_rank: i32::MIN,
+            lease: Some(LeaseFields { rung: u64::MAX, lease_ms: i64::MIN, renewed_unix_ms: i64::MAX, token: vec![] }),
+            host: vec![],
+            label: vec![],
+            boot_id: vec![],
+            job_id: vec![],
+            array_task: vec![],
+            ..Record::default()
+        };
+        let text = longest.to_text();
+        assert_eq!(text.len(), 520, "{}", String::from_utf8_lossy(&text));
+        assert!(text.len() <= MAX_FIXED_TEXT_BYTES);
+        // Every byte field at its cap, every byte escaped as \xNN: the bound
+        // holds, and so does the record's limit.
+        let worst = Record {
+            host: vec![1; 1000],
+            label: vec![2; 1000],
+            boot_id: vec![3; 1000],
+            job_id: vec![4; 1000],
+            array_task: vec![5; 1000],
+            lease: Some(LeaseFields { token: vec![6; 1000], ..longest.lease.clone().unwrap() }),
+            ..longest
+        };
+        assert!(worst.to_text().len() <= worst.text_bound());
+        assert!(worst.text_bound() <= MAX_RECORD_BYTES);
+    }
+
+    #[test]
+    fn numbers_are_read_as_str_parse_reads_them() {
+        let mut cases: Vec<String> = ["", "+", "-", "0", "-0", "+0", "00", "+-1", "-+1", " 1", "1 ", "1_0", "٣",
+                                      "9223372036854775807", "9223372036854775808", "-9223372036854775808",
+                                      "-9223372036854775809", "18446744073709551615", "18446744073709551616",
+                                      "4294967295", "4294967296", "2147483647", "-2147483648", "-2147483649",
+                                      "0000000000000000000000000000000000000042", "99999999999999999999999999"]
+            .iter().map(|s| s.to_string()).collect();
+        let mut seed = 0x1234_5678_9ABC_DEF0u64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let alphabet = b"0123456789+-x ";
+            let len = (seed % 24) as usize;
+            cases.push((0..len).map(|k| alphabet[((seed >> (k % 60)) % 14) as usize] as char).collect());
+        }
+        for case in &cases {
+            let raw = case.as_bytes();
+            assert_eq!(number::<u64>(raw), case.parse::<u64>().ok(), "u64 {case:?}");
+            assert_eq!(number::<i64>(raw), case.parse::<i64>().ok(), "i64 {case:?}");
+            assert_eq!(number::<u32>(raw), case.parse::<u32>().ok(), "u32 {case:?}");
+            assert_eq!(number::<i32>(raw), case.parse::<i32>().ok(), "i32 {case:?}");
+        }
+    }
+
+    #[test]
     fn utc_text_handles_leap_years_and_unknown() {
-        assert_eq!(Utc(0).to_string(), "");
-        assert_eq!(Utc(951_782_400_000).to_string(), "2000-02-29T00:00:00.000Z");
-        assert_eq!(Utc(1_798_761_599_999).to_string(), "2026-12-31T23:59:59.999Z");
+        let utc = |unix_ms| {
+            let mut text = Text::with_capacity(MAX_RECORD_BYTES);
+            text.utc(unix_ms);
+            text.written().to_vec()
+        };
+        assert_eq!(utc(0), b"");
+        assert_eq!(utc(951_782_400_000), b"2000-02-29T00:00:00.000Z");
+        assert_eq!(utc(1_798_761_599_999), b"2026-12-31T23:59:59.999Z");
     }
 
     #[test]
