@@ -182,6 +182,7 @@ pub fn acquire(path: &Path, opts: &Options) -> Result<Outcome, Error> {
     }
     let deadline = (opts.timeout_ms > 0)
         .then(|| Instant::now() + Duration::from_millis(opts.timeout_ms as u64));
+    let mut template = None;
     for _ in 0..MAX_REOPENS {
         let (fd, dev, ino, mount) = open_lock_file(path, &cpath, opts)?;
         let magic = fs::magic_of_mount(&fd, path, mount)?;
@@ -203,6 +204,9 @@ pub fn acquire(path: &Path, opts: &Options) -> Result<Outcome, Error> {
                     if opts.timeout_ms == 0 || !matches!(seen, Outcome::Busy(_)) {
                         return Ok(seen);
                     }
+                    // Who we are is known before the wait: after it, the
+                    // hand-off's latency is all that counts.
+                    template = Some(my_record(opts));
                     if !wait_for_lock(&fd, path, kernel, opts.timeout_ms, deadline)? {
                         return busy_or_done(&fd, path, opts);
                     }
@@ -219,7 +223,8 @@ pub fn acquire(path: &Path, opts: &Options) -> Result<Outcome, Error> {
         }
         let sync = opts.flags & HPCLOCK_SYNC != 0 || !fs::is_node_private(magic) || lease;
         let place = Place { path, dev, ino, sync, lease, deadline };
-        return take_over(locked, &place, opts);
+        let template = template.take().unwrap_or_else(|| my_record(opts));
+        return take_over(locked, &place, opts, template);
     }
     Err(Error {
         status: Status::Os,
@@ -294,7 +299,8 @@ struct Place<'a> {
     deadline: Option<Instant>,
 }
 
-/// The record an acquisition of ours writes (its generation set by the caller).
+/// The record an acquisition of ours writes (its generation and time set by
+/// `take_over`).
 fn my_record(opts: &Options) -> Record {
     let job = identity::job();
     let pid = identity::pid();
@@ -304,7 +310,7 @@ fn my_record(opts: &Options) -> Record {
         pid,
         uid: identity::uid(),
         generation: 0,
-        acquired_unix_ms: identity::now_unix_ms(),
+        acquired_unix_ms: 0,
         released_unix_ms: 0,
         host: identity::host().as_bytes().to_vec(),
         label: opts.label.clone(),
@@ -320,7 +326,7 @@ fn my_record(opts: &Options) -> Record {
 /// We hold the kernel lock on the inode the path names (or the filesystem
 /// has none): read what the last holder left, climb the ladder in lease mode,
 /// and write our record.
-fn take_over(locked: Locked, place: &Place, opts: &Options) -> Result<Outcome, Error> {
+fn take_over(locked: Locked, place: &Place, opts: &Options, mut template: Record) -> Result<Outcome, Error> {
     let path = place.path;
     let fd = locked.fd();
     // We hold the lock, so no write is under way: a torn record was cut
@@ -331,11 +337,12 @@ fn take_over(locked: Locked, place: &Place, opts: &Options) -> Result<Outcome, E
     let highest = parsed.next_generation().ok_or_else(|| Error::invalid(format!(
         "lock file {} has used up its fencing tokens (generation {}): another acquisition would repeat one; \
          remove the file to start again from 1", quote_path(path), u64::MAX)))? - 1;
-    let mut previous = match &parsed {
-        Parsed::Record(record) => record.clone(),
+    let says_done = parsed.says_done();
+    let mut previous = match parsed {
+        Parsed::Record(record) => record,
         _ => Record { generation: highest, ..Record::default() },
     };
-    if parsed.says_done() {
+    if says_done {
         // A damaged record that still shows done counts as done: a changed
         // byte must not make finished work run again.
         previous.state = State::Done;
@@ -345,7 +352,7 @@ fn take_over(locked: Locked, place: &Place, opts: &Options) -> Result<Outcome, E
         previous.state = State::Stale;
         previous.alive = holder::liveness(&previous);
     }
-    let template = my_record(opts);
+    template.acquired_unix_ms = identity::now_unix_ms();
     let (mine, previous, lease) = if place.lease {
         opts.validate_lease()?;
         let ladder = Ladder::open(path, opts.mode())?;
@@ -488,11 +495,11 @@ impl Lock {
         // lock file's record belongs to whoever holds it now.
         let released = self.lease.as_ref().map_or(Ok(()), |held| held.finish(state));
         let written = released.and_then(|()| {
-            let mut record = self.mine.clone();
-            record.state = state;
-            record.alive = 0;
-            record.released_unix_ms = identity::now_unix_ms();
-            write_record(&self.fd, &self.path, &record, self.file_len, None, self.sync).map(drop)
+            // The lock is being given up: its record becomes the released one.
+            self.mine.state = state;
+            self.mine.alive = 0;
+            self.mine.released_unix_ms = identity::now_unix_ms();
+            write_record(&self.fd, &self.path, &self.mine, self.file_len, None, self.sync).map(drop)
         });
         // Unlock explicitly, not only by closing: a child forked while we held
         // the lock may still have the descriptor open, and the lock would
