@@ -687,6 +687,51 @@ static enum outcome release_in_forked_child_answers_ok_and_leaves_parent_holding
     return PASS;
 }
 
+/* A child made by a raw clone(2), as a runtime or a seccomp sandbox may make
+ * one: no pthread_atfork handler runs, so nothing in user space tells the
+ * library that it is in a new process. It must still know it is not the
+ * acquirer (hpclock caches its pid where the kernel wipes it in every child):
+ * completing is refused, releasing only closes its copy, and a lock it takes
+ * itself carries its own pid. */
+static enum outcome a_child_made_by_raw_clone_never_acts_as_its_parent(void) {
+    const char *path = tpath("raw-clone.lock");
+    const char *own = tpath("raw-clone-own.lock");
+    hpclock_handle h;
+    CHECK_RC(hpclock_try_acquire(path, &h), HPCLOCK_OK);
+    char before[8192], after[8192];
+    long before_size = read_bytes(path, before, sizeof before);
+    CHECK(before_size > 0);
+    struct report *report = shared_alloc(sizeof *report);
+    pid_t child = (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, NULL);
+    CHECK(child >= 0);
+    if (child == 0) {
+        int32_t rc = hpclock_complete(h);
+        if (rc != HPCLOCK_E_INVALID) { report_failure(report, 1, rc); _exit(1); }
+        rc = hpclock_release(h);
+        if (rc != HPCLOCK_OK) { report_failure(report, 2, rc); _exit(1); }
+        hpclock_handle mine;
+        rc = hpclock_try_acquire(own, &mine);
+        if (rc != HPCLOCK_OK) { report_failure(report, 3, rc); _exit(1); }
+        hpclock_holder info;
+        rc = hpclock_holder_info(own, &info);
+        if (rc != HPCLOCK_OK || info.pid != (int64_t)syscall(SYS_getpid)) { report_failure(report, 4, rc); _exit(1); }
+        rc = hpclock_release(mine);
+        if (rc != HPCLOCK_OK) { report_failure(report, 5, rc); _exit(1); }
+        report->finished = 1;
+        _exit(0);
+    }
+    int status = wait_within(child, 30);
+    print_report("the cloned child", report);
+    CHECK(status == 0);
+    CHECK(report->finished);
+    long after_size = read_bytes(path, after, sizeof after);
+    CHECK(after_size == before_size && memcmp(before, after, (size_t)before_size) == 0); /* nothing written */
+    CHECK(try_in_child(path) == HPCLOCK_BUSY); /* the parent still holds the kernel lock */
+    CHECK_RC(hpclock_release(h), HPCLOCK_OK);
+    CHECK(try_in_child(path) == HPCLOCK_OK);
+    return PASS;
+}
+
 /* ---- exit() while another thread is inside hpclock ---- */
 
 struct exit_race {
@@ -784,6 +829,7 @@ static const struct test tests[] = {
     { "complete_in_forked_child_is_invalid_and_writes_nothing", complete_in_forked_child_is_invalid_and_writes_nothing },
     { "release_in_forked_child_answers_ok_and_leaves_parent_holding",
       release_in_forked_child_answers_ok_and_leaves_parent_holding },
+    { "a_child_made_by_raw_clone_never_acts_as_its_parent", a_child_made_by_raw_clone_never_acts_as_its_parent },
     { "exit_while_other_threads_are_inside_hpclock_exits_with_its_status",
       exit_while_other_threads_are_inside_hpclock_exits_with_its_status },
 };

@@ -6,7 +6,7 @@
 //! time are per process: a forked child must never report its parent's.
 
 use crate::fork_safe::Published;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicPtr, AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// What the environment says about the job this process belongs to.
@@ -77,9 +77,51 @@ pub fn job() -> &'static Job {
     JOB.get_or_init(|| job_from(|name| std::env::var(name).ok()))
 }
 
-/// Never cached: a forked child must not report its parent's pid.
+/// Our pid, cached where no child can inherit it: a page marked
+/// MADV_WIPEONFORK reads as zeros in every child the kernel makes with its
+/// own memory (fork, or clone without CLONE_VM, however it was made:
+/// pthread_atfork handlers do not run for a raw clone), so a child always
+/// asks the kernel for its own, and a forked child can never mistake
+/// itself for the process that acquired a lock (madvise(2), Linux 4.14; the
+/// same mechanism OpenSSL uses to tell a child from its parent). This spares
+/// a getpid(2) on every acquire and release. Null where the kernel refuses
+/// the advice: then every call asks the kernel.
+static PID_PAGE: AtomicPtr<AtomicI64> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Called once, before any thread can be inside hpclock (lifecycle).
+pub(crate) fn set_up_pid_cache() {
+    // SAFETY: a fresh anonymous mapping, which nothing else knows of until
+    // it is published; it is never unmapped.
+    unsafe {
+        let page = libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ | libc::PROT_WRITE,
+                              libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
+        if page == libc::MAP_FAILED {
+            return;
+        }
+        if libc::madvise(page, 4096, libc::MADV_WIPEONFORK) != 0 {
+            libc::munmap(page, 4096);
+            return;
+        }
+        PID_PAGE.store(page.cast(), Ordering::Release);
+    }
+}
+
 pub fn pid() -> i64 {
-    i64::from(unsafe { libc::getpid() })
+    let page = PID_PAGE.load(Ordering::Acquire);
+    if page.is_null() {
+        return i64::from(unsafe { libc::getpid() });
+    }
+    // SAFETY: a published page is mapped for the life of the process, and
+    // zeroed memory is a valid AtomicI64 (0: not known yet in this process).
+    let cached = unsafe { &*page };
+    match cached.load(Ordering::Relaxed) {
+        0 => {
+            let pid = i64::from(unsafe { libc::getpid() });
+            cached.store(pid, Ordering::Relaxed);
+            pid
+        }
+        pid => pid,
+    }
 }
 
 pub fn uid() -> u32 {

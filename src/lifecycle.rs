@@ -8,6 +8,8 @@
 //! as far as this library is concerned):
 //! - fork handlers (pthread_atfork) that keep the handle table consistent
 //!   across `fork` and make a child forget its parent's cached start time;
+//! - the page where the pid is cached, which the kernel zeroes in a child
+//!   (`identity::pid`);
 //! - the panic hook that keeps a caught panic silent (`ffi`).
 //!
 //! The rest of the library holds no lock across a system call and
@@ -54,6 +56,7 @@ pub(crate) fn ensure_initialised() {
     unsafe {
         libc::pthread_atfork(Some(before_fork), Some(after_fork_in_parent), Some(after_fork_in_child));
     }
+    crate::identity::set_up_pid_cache();
     crate::ffi::install_panic_hook();
 }
 
