@@ -29,8 +29,9 @@
 //!
 //! Deadlines are exact on CLOCK_MONOTONIC (`Instant`): the wait ends only when
 //! the deadline has passed, after a last try. Sleeps interrupted by a signal
-//! (EINTR) go on for what is left. No thread. The watch is removed on every
-//! way out of the wait; the inotify instance itself (an O_CLOEXEC descriptor)
+//! (EINTR) go on for what is left. No thread. The watch is one-shot: the
+//! kernel removes it with its first event, and the wait removes it on every
+//! other way out; the inotify instance itself (an O_CLOEXEC descriptor)
 //! is kept idle for the next wait, because closing one costs the kernel's
 //! grace period (see [`Watch`]): at most [`IDLE_SLOTS`] per process, tagged
 //! with its pid so that a forked child never uses its parent's, and nothing
@@ -73,8 +74,12 @@ const SHARED_QUICK_PERIOD: Duration = Duration::from_secs(1);
 /// release writes its record just before it unlocks, and that write is all a
 /// waiter sees when the holder's descriptor lives on in a forked child);
 /// attribute changes, renames and deletion of the inode (it is being replaced).
+/// One-shot: the kernel removes the watch with its first event, so a waiter
+/// that an event woke and whose try then succeeds has no watch left to
+/// remove (inotify_rm_watch cost 8 to 15 µs of a hand-off on the
+/// development VM); one whose try fails arms a new one.
 const EVENTS: u32 = libc::IN_CLOSE_WRITE | libc::IN_CLOSE_NOWRITE | libc::IN_MODIFY | libc::IN_ATTRIB
-    | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF;
+    | libc::IN_DELETE_SELF | libc::IN_MOVE_SELF | libc::IN_ONESHOT;
 
 /// Tries `attempt` until it answers true (Ok(true)) or `deadline` has passed
 /// (Ok(false), after a last try at or past the deadline). `fd` is the lock
@@ -83,7 +88,7 @@ const EVENTS: u32 = libc::IN_CLOSE_WRITE | libc::IN_CLOSE_NOWRITE | libc::IN_MOD
 /// existed, and a release between the two would otherwise wait for a poll.
 pub(crate) fn wait_until<E>(fd: &OwnedFd, reach: Reach, deadline: Instant,
                             mut attempt: impl FnMut() -> Result<bool, E>) -> Result<bool, E> {
-    let watch = match reach {
+    let mut watch = match reach {
         Reach::NodePrivate => Watch::on(fd),
         Reach::Shared => None,
     };
@@ -106,7 +111,7 @@ pub(crate) fn wait_until<E>(fd: &OwnedFd, reach: Reach, deadline: Instant,
             return attempt();
         }
         let wake_at = next_poll.min(deadline);
-        let event = match &watch {
+        let event = match &mut watch {
             Some(watch) => watch.wait_until(wake_at),
             None => {
                 sleep_until(wake_at);
@@ -123,6 +128,9 @@ pub(crate) fn wait_until<E>(fd: &OwnedFd, reach: Reach, deadline: Instant,
         }
         if event {
             next_poll = schedule.quick(Instant::now());
+            if let Some(watch) = &mut watch {
+                watch.arm(); // if it cannot be, the polls go on alone
+            }
         }
     }
 }
@@ -220,7 +228,11 @@ fn sleep_until(when: Instant) {
 /// never read from or closed.
 struct Watch {
     fd: libc::c_int,
+    /// The armed watch, -1 once its event came (or arming failed).
     wd: libc::c_int,
+    /// `/proc/self/fd/N` of the lock file: the inode we hold open, whatever
+    /// the path names meanwhile.
+    lock: [u8; 40],
 }
 
 /// Idle instances: (pid << 32) | descriptor, 0 for none (a pid is never 0).
@@ -247,7 +259,7 @@ impl Watch {
     /// the per-user limits (fs.inotify.max_user_instances, 128 by default,
     /// and max_user_watches) are reached.
     fn on(lock: &OwnedFd) -> Option<Watch> {
-        let me = unsafe { libc::getpid() } as u32;
+        let me = crate::identity::pid() as u32;
         let fd = IDLE
             .iter()
             .find_map(|slot| {
@@ -261,19 +273,28 @@ impl Watch {
                 let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
                 (fd >= 0).then_some(fd)
             })?;
-        // Events left from the last wait (and the IN_IGNORED that removing
-        // its watch made) are stale: dropped before the new watch exists.
-        drain(fd);
-        let mut watch = Watch { fd, wd: -1 };
-        let path = proc_path(b"/proc/self/fd/", lock.as_raw_fd());
-        watch.wd = unsafe { libc::inotify_add_watch(fd, path.as_ptr().cast(), EVENTS) };
+        let mut watch = Watch { fd, wd: -1, lock: proc_path(b"/proc/self/fd/", lock.as_raw_fd()) };
         // On failure the instance goes back idle (Drop), and the wait polls.
-        (watch.wd >= 0).then_some(watch)
+        watch.arm().then_some(watch)
     }
 
-    /// Sleeps until an event comes (true) or `until` passes (false); the
-    /// events are read and dropped (each only says "try again").
-    fn wait_until(&self, until: Instant) -> bool {
+    /// A new one-shot watch. Events left from before (the last wait's, the
+    /// event that fired the last watch, the IN_IGNORED of its removal) are
+    /// stale: dropped before the new watch exists.
+    fn arm(&mut self) -> bool {
+        drain(self.fd);
+        self.wd = unsafe { libc::inotify_add_watch(self.fd, self.lock.as_ptr().cast(), EVENTS) };
+        self.wd >= 0
+    }
+
+    /// Sleeps until the watch fires (true: the kernel removed it, and its
+    /// event is left queued — reading it now would only delay the try) or
+    /// `until` passes (false).
+    fn wait_until(&mut self, until: Instant) -> bool {
+        if self.wd < 0 {
+            sleep_until(until);
+            return false;
+        }
         loop {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
@@ -286,7 +307,7 @@ impl Watch {
             let mut poll = libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 };
             let ready = unsafe { libc::ppoll(&mut poll, 1, &timeout, std::ptr::null()) };
             if ready > 0 {
-                drain(self.fd);
+                self.wd = -1;
                 return true;
             }
             if ready == 0 {
@@ -309,7 +330,7 @@ impl Drop for Watch {
         if self.wd >= 0 {
             unsafe { libc::inotify_rm_watch(self.fd, self.wd) };
         }
-        let me = unsafe { libc::getpid() } as u32;
+        let me = crate::identity::pid() as u32;
         let mine = tag(me, self.fd);
         for slot in &IDLE {
             let seen = slot.load(Ordering::Acquire);
