@@ -70,6 +70,12 @@ mount_or_die() { # mount_or_die MOUNTPOINT COMMAND...
 }
 
 mkdir -p "$root/backing"
+# A /dev/shm of the rig's own. faketime(1) names its semaphore and shared
+# memory after its pid and leaves them behind when it is killed (as the lease
+# tests kill agents); a new pid namespace hands out the same small pids again,
+# so the next run's faketime found its name taken ("sem_open: File exists")
+# and the agent under it never started.
+mount_or_die /dev/shm mount -t tmpfs -o size=16m,mode=1777 hpclock-rig-shm /dev/shm
 mount_or_die "$root/tmpfs" mount -t tmpfs -o size=16m hpclock-rig "$root/tmpfs"
 truncate -s 16M "$root/ext4.img" && mkfs.ext4 -q -F "$root/ext4.img" || exit 2
 mount_or_die "$root/ext4" mount -o loop "$root/ext4.img" "$root/ext4"

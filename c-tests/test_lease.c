@@ -165,7 +165,10 @@ static int agent_reply(struct agent *a, double seconds, char *line, size_t size)
         }
         struct pollfd p = { .fd = a->fd, .events = POLLIN };
         int r = poll(&p, 1, (int)(left * 1000) + 1);
-        if (r < 0 && errno != EINTR) return 0;
+        if (r < 0 && errno != EINTR) {
+            fprintf(stderr, "    cannot wait for the agent on %s (pid %d): %s\n", a->host, (int)a->pid, strerror(errno));
+            return 0;
+        }
         if (r <= 0) continue;
         ssize_t got = read(a->fd, a->buffer + a->length, sizeof a->buffer - a->length - 1);
         if (got <= 0) {
