@@ -193,10 +193,10 @@ impl Record {
     /// capped, so it always fits. Fields a person looks for come first; the
     /// last line is a CRC-32 (zlib's) of everything before it.
     pub fn to_text(&self) -> Vec<u8> {
-        // Written into one fixed buffer, numbers and dates by hand rather
-        // than through core::fmt (which cost about half of this function),
-        // no append checking for room: this runs on every acquire and
-        // release. The bytes are exactly what `write!` made (the test
+        // Written into one buffer allocated at the record's bound, numbers
+        // and dates by hand rather than through core::fmt (which cost about
+        // half of this function), no append growing it: this runs on every
+        // acquire and release. The bytes are exactly what `write!` made (the test
         // `to_text_is_what_core_fmt_wrote` compares).
         let mut out = Text::with_capacity(self.text_bound());
         out.put(VERSION_LINE.as_bytes());
