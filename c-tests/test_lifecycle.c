@@ -613,13 +613,39 @@ static enum outcome fork_during_first_ever_calls_of_other_threads_never_hangs(vo
 
 /* ---- a forked child and its parent's handle ---- */
 
+/* A lock file's bytes, to show that a child wrote nothing. */
+struct snapshot {
+    long size;
+    char bytes[8192];
+};
+
+static int take_snapshot(const char *path, struct snapshot *s) {
+    s->size = read_bytes(path, s->bytes, sizeof s->bytes);
+    return s->size > 0;
+}
+
+/* After a child used its copy of the parent's handle: the file holds what it
+ * held before, the parent still holds the kernel lock, and the record still
+ * names the parent as a running holder. */
+static enum outcome parent_still_holds(const char *path, const struct snapshot *before) {
+    struct snapshot after;
+    CHECK(take_snapshot(path, &after));
+    CHECK(after.size == before->size && memcmp(after.bytes, before->bytes, (size_t)before->size) == 0);
+    CHECK(try_in_child(path) == HPCLOCK_BUSY);
+    hpclock_holder info;
+    CHECK_RC(hpclock_holder_info(path, &info), HPCLOCK_OK);
+    CHECK(info.state == HPCLOCK_STATE_HELD);
+    CHECK(info.pid == getpid());
+    CHECK(info.alive == 1);
+    return PASS;
+}
+
 static enum outcome complete_in_forked_child_is_invalid_and_writes_nothing(void) {
     const char *path = tpath("child-complete.lock");
     hpclock_handle h;
     CHECK_RC(hpclock_try_acquire(path, &h), HPCLOCK_OK);
-    char before[8192], after[8192];
-    long before_size = read_bytes(path, before, sizeof before);
-    CHECK(before_size > 0);
+    struct snapshot before;
+    CHECK(take_snapshot(path, &before));
     struct report *report = shared_alloc(sizeof *report);
     pid_t child = fork_or_die();
     if (child == 0) {
@@ -636,13 +662,7 @@ static enum outcome complete_in_forked_child_is_invalid_and_writes_nothing(void)
                 hpclock_status_name(report->rc), report->error);
     CHECK(report->rc == HPCLOCK_E_INVALID);
     CHECK(report->error[0] != '\0');
-    long after_size = read_bytes(path, after, sizeof after);
-    CHECK(after_size == before_size && memcmp(before, after, (size_t)before_size) == 0); /* nothing written */
-    CHECK(try_in_child(path) == HPCLOCK_BUSY); /* the parent still holds the kernel lock */
-    hpclock_holder info;
-    CHECK_RC(hpclock_holder_info(path, &info), HPCLOCK_OK);
-    CHECK(info.state == HPCLOCK_STATE_HELD);
-    CHECK(info.pid == getpid());
+    CHECK(parent_still_holds(path, &before) == PASS);
     CHECK_RC(hpclock_complete(h), HPCLOCK_OK); /* the parent's own handle completes */
     CHECK(state_of(path) == HPCLOCK_STATE_DONE);
     CHECK(try_in_child(path) == HPCLOCK_DONE);
@@ -653,9 +673,8 @@ static enum outcome release_in_forked_child_answers_ok_and_leaves_parent_holding
     const char *path = tpath("child-release.lock");
     hpclock_handle h;
     CHECK_RC(hpclock_try_acquire(path, &h), HPCLOCK_OK);
-    char before[8192], after[8192];
-    long before_size = read_bytes(path, before, sizeof before);
-    CHECK(before_size > 0);
+    struct snapshot before;
+    CHECK(take_snapshot(path, &before));
     struct report *report = shared_alloc(sizeof *report);
     pid_t child = fork_or_die();
     if (child == 0) {
@@ -673,14 +692,7 @@ static enum outcome release_in_forked_child_answers_ok_and_leaves_parent_holding
     print_report("the child", report);
     CHECK(status == 0);
     CHECK(report->finished);
-    long after_size = read_bytes(path, after, sizeof after);
-    CHECK(after_size == before_size && memcmp(before, after, (size_t)before_size) == 0);
-    CHECK(try_in_child(path) == HPCLOCK_BUSY);
-    hpclock_holder info;
-    CHECK_RC(hpclock_holder_info(path, &info), HPCLOCK_OK);
-    CHECK(info.state == HPCLOCK_STATE_HELD);
-    CHECK(info.pid == getpid());
-    CHECK(info.alive == 1);
+    CHECK(parent_still_holds(path, &before) == PASS);
     CHECK_RC(hpclock_release(h), HPCLOCK_OK);
     CHECK(state_of(path) == HPCLOCK_STATE_FREE);
     CHECK(try_in_child(path) == HPCLOCK_OK);
@@ -698,9 +710,8 @@ static enum outcome a_child_made_by_raw_clone_never_acts_as_its_parent(void) {
     const char *own = tpath("raw-clone-own.lock");
     hpclock_handle h;
     CHECK_RC(hpclock_try_acquire(path, &h), HPCLOCK_OK);
-    char before[8192], after[8192];
-    long before_size = read_bytes(path, before, sizeof before);
-    CHECK(before_size > 0);
+    struct snapshot before;
+    CHECK(take_snapshot(path, &before));
     struct report *report = shared_alloc(sizeof *report);
     pid_t child = (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, NULL);
     CHECK(child >= 0);
@@ -724,9 +735,7 @@ static enum outcome a_child_made_by_raw_clone_never_acts_as_its_parent(void) {
     print_report("the cloned child", report);
     CHECK(status == 0);
     CHECK(report->finished);
-    long after_size = read_bytes(path, after, sizeof after);
-    CHECK(after_size == before_size && memcmp(before, after, (size_t)before_size) == 0); /* nothing written */
-    CHECK(try_in_child(path) == HPCLOCK_BUSY); /* the parent still holds the kernel lock */
+    CHECK(parent_still_holds(path, &before) == PASS);
     CHECK_RC(hpclock_release(h), HPCLOCK_OK);
     CHECK(try_in_child(path) == HPCLOCK_OK);
     return PASS;
