@@ -69,18 +69,24 @@ command_with_term_marker() { # STARTED MARKER
     "$2" "$1" "$1" "$1"
 }
 
+# hpclock run --lease 1 LOCK on node-a around a command that records its pid
+# in STARTED and a SIGTERM in MARKER; once it runs, sets the caller's
+# `wrapper` and `command_pid` (both killed at exit whatever happens).
+start_guarded_on_node_a() { # LOCK STARTED MARKER ERRFILE
+  (on_node node-a "$hpclock" run --lease 1 "$1" -- sh -c "$(command_with_term_marker "$2" "$3")") 2>"$4" &
+  wrapper=$!
+  started_pids+=("$wrapper")
+  wait_for "$2" || return 1
+  command_pid=$(cat "$2")
+  started_pids+=("$command_pid")
+}
+
 run_stopped_past_three_leases_stops_its_command_and_exits_79() {
   have_rig || return
   local a=$HPCLOCK_RIG_LEASE_A/stopped.lock b=$HPCLOCK_RIG_LEASE_B/stopped.lock
   local started=$root/stopped.started marker=$root/stopped.term took=$root/stopped.took
-  (on_node node-a "$hpclock" run --lease 1 "$a" -- sh -c "$(command_with_term_marker "$started" "$marker")") \
-    2>"$root/stopped.a.err" &
-  local wrapper=$!
-  started_pids+=("$wrapper")
-  wait_for "$started" || return 1
-  local command_pid
-  command_pid=$(cat "$started")
-  started_pids+=("$command_pid")
+  local wrapper command_pid
+  start_guarded_on_node_a "$a" "$started" "$marker" "$root/stopped.a.err" || return 1
   kill -STOP "$wrapper"
   local stopped_at=$EPOCHREALTIME
   # Node B waits for the lease: after about a lease, within three.
@@ -119,14 +125,8 @@ kill_9_of_the_wrapper_in_lease_mode_kills_its_command_and_frees_the_lease_after_
   have_rig || return
   local a=$HPCLOCK_RIG_LEASE_A/killed.lock b=$HPCLOCK_RIG_LEASE_B/killed.lock
   local started=$root/killed.started marker=$root/killed.term
-  (on_node node-a "$hpclock" run --lease 1 "$a" -- sh -c "$(command_with_term_marker "$started" "$marker")") \
-    2>/dev/null &
-  local wrapper=$!
-  started_pids+=("$wrapper")
-  wait_for "$started" || return 1
-  local command_pid
-  command_pid=$(cat "$started")
-  started_pids+=("$command_pid")
+  local wrapper command_pid
+  start_guarded_on_node_a "$a" "$started" "$marker" /dev/null || return 1
   # While it runs, node B is kept out.
   (on_node node-b "$hpclock" run --lease 1 "$b" -- true) 2>"$root/killed.busy.err"
   local status=$?
